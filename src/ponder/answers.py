@@ -1,0 +1,75 @@
+"""Answer extraction and normalisation: the one place that decides what "the answer" of a text is.
+
+The math verifier and every vote (self-consistency, adaptive consistency, revision) use these functions, so a
+vote and a grade never disagree about what a candidate answered.
+"""
+
+from __future__ import annotations
+
+import re
+
+_BOXED = re.compile(r"\\boxed\s*\{")
+_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*[:\s]*\$?\s*([^\n]+)", re.IGNORECASE)
+_HASHES = re.compile(r"####\s*([^\n]+)")
+_NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+
+
+def _boxed(text: str) -> str | None:
+    """The content of the last \\boxed{...}, with nested braces."""
+    matches = list(_BOXED.finditer(text))
+    if not matches:
+        return None
+    start = depth = matches[-1].end()
+    depth = 1
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """The raw final answer in `text`: \\boxed{}, "#### N", "the answer is ...", else the last number."""
+    for found in (_boxed(text), _last(_HASHES, text), _last(_ANSWER_IS, text)):
+        if found and found.strip():
+            return found.strip()
+    numbers = _NUMBER.findall(text)
+    return numbers[-1].strip() if numbers else None
+
+
+def _last(pattern: re.Pattern[str], text: str) -> str | None:
+    found = pattern.findall(text)
+    return found[-1] if found else None
+
+
+def normalize(answer: str | None) -> str | None:
+    """A canonical form for comparing and voting: numbers lose $, commas, units and trailing zeros."""
+    if answer is None:
+        return None
+    a = answer.strip().strip(".").replace("\\$", "").replace("$", "").replace("\\!", "").strip()
+    a = re.sub(r"\\text\{([^}]*)\}", r"\1", a)
+    number = _NUMBER.search(a)
+    if number and (number.start() == 0 or a[: number.start()].strip() in ("", "=")):
+        return _canonical_number(number.group(0))
+    return a.lower() or None
+
+
+def _canonical_number(s: str) -> str:
+    s = s.replace("$", "").replace(",", "").replace(" ", "")
+    if "/" in s:
+        return s
+    try:
+        value = float(s)
+    except ValueError:
+        return s
+    if value.is_integer():
+        return str(int(value))
+    return f"{value:.10g}"
+
+
+def answer_of(text: str) -> str | None:
+    """Extract and normalise in one step."""
+    return normalize(extract_answer(text))

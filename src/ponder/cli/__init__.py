@@ -1,0 +1,15 @@
+"""The `ponder` command line (Typer + Rich). Each command group lives in its own module, added here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="ponder",
+    help="Spend more compute at inference time, and measure what it buys.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+# Each module adds its commands to `app` (or a sub-app) on import.
+from ponder.cli import ask, bench, data, models  # noqa: E402,F401
