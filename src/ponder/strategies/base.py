@@ -25,3 +25,14 @@ async def solve(strategy: Strategy, problem: Problem, backend: object, budget: B
     """Run `strategy` on `problem` with a fresh ledger."""
     ledger = Ledger(budget, prices, model=getattr(backend, "model", ""))
     return await strategy.solve(problem, backend, ledger)
+
+
+def at_budget(strategy: Strategy, k: int) -> Strategy:
+    """The strategy's hyperparameters at budget k (k samples' worth of compute), for sweeps.
+
+    Each strategy dataclass defines `at_budget(k)`: self_consistency n=k, best_of_n n=k, adaptive_consistency
+    n_max=k, beam_search k beams in all, budget_forcing k x its base thinking budget, revision k rounds in all,
+    tournament n=k, program_aided n=k. A strategy without one (cot) ignores k.
+    """
+    scale = getattr(strategy, "at_budget", None)
+    return scale(k) if callable(scale) else strategy
