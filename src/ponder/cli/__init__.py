@@ -11,5 +11,4 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-# Each module adds its commands to `app` (or a sub-app) on import.
-from ponder.cli import ask, bench, data, models  # noqa: E402,F401
+# Each module below adds its commands to `app` (or a sub-app) on import; one line per module.
