@@ -1,0 +1,179 @@
+"""The sandbox against hostile programs: each attack fails, the host is unharmed, and the next run still works."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import textwrap
+import time
+import uuid
+
+import pytest
+
+from ponder.sandbox import isolation, run_python, run_python_async
+
+pytestmark = pytest.mark.timeout(60)
+
+needs_namespaces = pytest.mark.skipif(
+    isolation() != "namespaces",
+    reason="sandbox runs in 'rlimits' fallback mode here (not root or no usable `unshare`): "
+    "no network/filesystem isolation, and a fork bomb would not be contained",
+)
+
+
+def _uids_alive(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    pids.append(int(entry))
+            except FileNotFoundError:
+                pass
+    return pids
+
+
+def test_normal_program_runs_and_reads_stdin():
+    r = run_python("import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))", stdin="1 2 3 4")
+    assert r.ok and r.returncode == 0
+    assert r.stdout.strip() == "10"
+    assert r.killed is None and not r.timed_out
+
+
+def test_failing_program_reports_its_error():
+    r = run_python("raise ValueError('nope')")
+    assert r.returncode == 1 and not r.ok
+    assert "ValueError: nope" in r.stderr
+
+
+def test_infinite_loop_is_killed_by_the_wall_clock():
+    start = time.monotonic()
+    r = run_python("while True:\n    pass", timeout_s=1.0, cpu_s=30)
+    assert r.timed_out and r.killed == "timeout" and not r.ok
+    assert time.monotonic() - start < 10
+
+
+def test_sleeping_program_is_killed_too():
+    r = run_python("import time\ntime.sleep(60)", timeout_s=1.0)
+    assert r.timed_out and r.seconds < 10
+
+
+def test_ten_gigabytes_cannot_be_allocated():
+    r = run_python("x = bytearray(10 * 1024 ** 3)\nprint('allocated')", memory_mb=256)
+    assert not r.ok
+    assert "allocated" not in r.stdout
+    assert r.killed == "memory limit"
+
+
+def test_environment_secrets_are_not_inherited(monkeypatch):
+    monkeypatch.setenv("FAKE_SECRET", "hunter2-" + uuid.uuid4().hex)
+    r = run_python("import os\nprint(sorted(os.environ))\nprint(os.environ.get('FAKE_SECRET'))")
+    assert r.ok
+    assert "hunter2" not in r.stdout
+    assert "FAKE_SECRET" not in r.stdout
+
+
+@needs_namespaces
+def test_writes_outside_the_sandbox_do_not_reach_the_host(tmp_path):
+    tag = uuid.uuid4().hex
+    targets = [f"/tmp/outside_{tag}", f"/root/outside_{tag}", os.path.expanduser(f"~/outside_{tag}"),
+               f"/etc/outside_{tag}", str(tmp_path / f"outside_{tag}"), f"{os.getcwd()}/outside_{tag}"]
+    program = textwrap.dedent(f"""
+        for path in {targets!r}:
+            try:
+                with open(path, "w") as f:
+                    f.write("pwned")
+                print("wrote", path)
+            except OSError as e:
+                print("refused", path, type(e).__name__)
+    """)
+    r = run_python(program)
+    assert r.ok, r.stderr
+    for path in targets:
+        assert not os.path.exists(path), f"sandboxed program wrote {path} on the host"
+    # only the private /tmp (a tmpfs that dies with the run) accepted a write
+    assert r.stdout.count("refused") == len(targets) - 1
+
+
+@needs_namespaces
+def test_fork_bomb_is_contained_and_cleaned_up():
+    program = textwrap.dedent("""
+        import os
+        print(os.getuid(), flush=True)
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+    """)
+    start = time.monotonic()
+    r = run_python(program, timeout_s=2.0)
+    assert r.timed_out and not r.ok
+    assert time.monotonic() - start < 15, "the host did not stay responsive"
+    uid = int(r.stdout.split()[0])
+    assert uid != 0
+    deadline = time.monotonic() + 5
+    while _uids_alive(uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _uids_alive(uid) == [], "processes of the fork bomb outlived the sandbox"
+
+
+@needs_namespaces
+def test_background_children_die_with_the_program():
+    program = textwrap.dedent("""
+        import os, subprocess
+        subprocess.Popen(["sleep", "300"], start_new_session=True)
+        print(os.getuid(), flush=True)
+    """)
+    r = run_python(program)
+    assert r.ok, r.stderr
+    uid = int(r.stdout.split()[0])
+    time.sleep(0.2)
+    assert _uids_alive(uid) == []
+
+
+@needs_namespaces
+def test_sockets_cannot_reach_a_listening_host_server():
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    try:
+        program = textwrap.dedent(f"""
+            import socket
+            s = socket.create_connection(("127.0.0.1", {port}), timeout=2)
+            print("connected")
+        """)
+        r = run_python(program)
+        assert not r.ok
+        assert "connected" not in r.stdout
+        assert "Error" in r.stderr
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    finally:
+        server.close()
+
+
+@needs_namespaces
+def test_home_folder_secrets_are_hidden():
+    r = run_python("import os\nprint(os.listdir('/root'))\nprint(open('/proc/1/cmdline').read())")
+    assert r.ok, r.stderr
+    assert ".cache" not in r.stdout and ".ssh" not in r.stdout
+
+
+def test_huge_output_is_capped():
+    r = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", timeout_s=5.0)
+    assert not r.ok
+    assert len(r.stdout) <= 1 << 20
+
+
+def test_many_runs_concurrently_and_after_attacks_a_normal_program_still_works():
+    async def main():
+        return await asyncio.gather(*(run_python_async(f"print({i} * {i})") for i in range(4)))
+
+    results = asyncio.run(main())
+    assert [r.stdout.strip() for r in results] == ["0", "1", "4", "9"]
+    after = run_python("import math, fractions\nprint(math.comb(10, 3), fractions.Fraction(6, 4))")
+    assert after.ok and after.stdout.split() == ["120", "3/2"]
