@@ -153,8 +153,10 @@ def test_dvts_subtrees_expand_their_own_best_child_even_when_another_subtree_sco
 
 def test_beam_search_never_returns_an_unfinished_candidate():
     backend = ScriptedBackend(lambda call, i: f"so far 99 apples {len(call.prefix)}\n\nmore")
-    result, _ = solve(BeamSearch(beam_width=2, expansions=2, max_steps=3, verifier=scorer({})), backend)
+    result, _ = solve(BeamSearch(beam_width=2, expansions=2, max_steps=3, verifier=scorer({}), seed=10), backend)
     assert len(backend.calls) == 6
+    seeds = [c.params.seed for c in backend.calls]
+    assert len(set(seeds)) == 6 and None not in seeds  # every call its own seed: beams of one prefix differ
     assert result.answer is None and result.text == "" and result.candidates == ()
     assert result.trace[-1]["event"] == "no_finished_candidate"
 

@@ -99,6 +99,8 @@ class BeamSearch:
     """Final choice among finished candidates: "weighted" best-of-N (sum of scores per answer) or "max"."""
     system_prompt: str = SYSTEM_PROMPT
     """Asks for blank-line-separated steps and a closing "The answer is" line."""
+    seed: int | None = None
+    """Base seed; every backend call gets its own seed from it, so a search is reproducible. None: unseeded."""
 
     def __post_init__(self) -> None:
         for name in ("beam_width", "expansions", "max_steps", "max_step_tokens"):
@@ -128,7 +130,7 @@ class BeamSearch:
         trace: list[dict[str, Any]] = []
         exhausted = False
         for step in range(self.max_steps):
-            children, exhausted = await self._expand(messages, policy, active)
+            children, exhausted = await self._expand(messages, policy, active, step)
             children, out_of_budget = await self._score(problem, verifier, children)
             exhausted = exhausted or out_of_budget
             finished += [c for c in children if c.finished]
@@ -139,12 +141,15 @@ class BeamSearch:
                 break
         return self._result(finished, active, ledger, exhausted, trace)
 
-    async def _expand(self, messages: Sequence[Message], policy: Any, active: list[Beam]) -> tuple[list[Beam], bool]:
-        """One backend call per active beam (n=expansions), all in flight together."""
+    async def _expand(
+        self, messages: Sequence[Message], policy: Any, active: list[Beam], step: int
+    ) -> tuple[list[Beam], bool]:
+        """One backend call per active beam (n=expansions, prefix=the beam), all in flight together."""
         params = SamplingParams(n=self.expansions, max_tokens=self.max_step_tokens, temperature=self.temperature,
                                 stop=(self.step_delimiter,))
-        results = await asyncio.gather(*(policy.generate(messages, params, b.text) for b in active),
-                                       return_exceptions=True)
+        calls = [policy.generate(messages, params.with_(seed=self._seed(step, j)), b.text)
+                 for j, b in enumerate(active)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
         children: list[Beam] = []
         exhausted = False
         for beam, res in zip(active, results, strict=True):
@@ -155,6 +160,12 @@ class BeamSearch:
                 raise res
             children += [self._child(beam, g) for g in res]
         return children, exhausted
+
+    def _seed(self, step: int, beam: int) -> int | None:
+        """A distinct seed per (step, beam) call; its n samples take seed + i (SamplingParams.sample_seed)."""
+        if self.seed is None:
+            return None
+        return self.seed + (step * self.beam_width + beam) * self.expansions
 
     def _child(self, parent: Beam, gen: Generation) -> Beam:
         """Append one generated step; decide whether the candidate is finished (see the module docstring)."""

@@ -49,6 +49,8 @@ class BudgetForcing:
     """at_budget(k) sets max_thinking_tokens = k x this (and min scaled in proportion), for sweeps."""
     system_prompt: str = SYSTEM_PROMPT
     """Tells models not trained to think in tags to reason inside <think>...</think>."""
+    seed: int | None = None
+    """Seed of every call (continuations of one text); None: unseeded."""
 
     def __post_init__(self) -> None:
         if self.max_thinking_tokens < 1:
@@ -105,7 +107,8 @@ class BudgetForcing:
             if left <= 0:
                 trace.append({"event": "cut", "thinking_tokens": used})
                 return thinking, used, True, False
-            params = SamplingParams(max_tokens=left, temperature=self.temperature, stop=(THINK_CLOSE,))
+            params = SamplingParams(max_tokens=left, temperature=self.temperature, stop=(THINK_CLOSE,),
+                                    seed=self.seed)
             try:
                 (gen,) = (await thinker.generate(messages, params, THINK_OPEN + thinking))[:1]
             except BudgetExhausted as e:
@@ -127,7 +130,7 @@ class BudgetForcing:
 
     async def _answer(self, messages: Any, backend: object, ledger: Ledger, prefix: str) -> Any:
         answerer = ledger.meter(backend, "policy", thinking=False)
-        params = SamplingParams(max_tokens=self.answer_max_tokens, temperature=self.temperature)
+        params = SamplingParams(max_tokens=self.answer_max_tokens, temperature=self.temperature, seed=self.seed)
         return (await answerer.generate(messages, params, prefix))[0]
 
     @staticmethod

@@ -59,6 +59,8 @@ class Tournament:
     """Most tokens per response."""
     system_prompt: str = ""
     """An optional system prompt for the responses."""
+    seed: int | None = None
+    """Base seed of the responses (response i takes seed + i); None: unseeded."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -70,7 +72,7 @@ class Tournament:
 
     async def solve(self, problem: Problem, backend: object, ledger: Ledger) -> Result:
         policy = ledger.meter(backend, "policy")
-        params = SamplingParams(n=self.n, max_tokens=self.max_tokens, temperature=self.temperature)
+        params = SamplingParams(n=self.n, max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
         try:
             gens = await policy.generate(problem.messages(self.system_prompt or None), params)
         except BudgetExhausted as e:
