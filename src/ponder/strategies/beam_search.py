@@ -135,7 +135,7 @@ class BeamSearch:
             exhausted = exhausted or out_of_budget
             finished += [c for c in children if c.finished]
             active = self._keep(children)
-            trace.append({"step": step, "expanded": [b.text for b in active], "children": len(children),
+            trace.append({"step": step, "kept": [b.text for b in active], "children": len(children),
                           "finished": len(finished), "scores": [round(self.score_of(c), 4) for c in children]})
             if exhausted or not active or (not self.dvts and len(finished) >= self.beam_width):
                 break
