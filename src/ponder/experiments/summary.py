@@ -1,0 +1,156 @@
+"""One run's analysis and its headline figures: rows + config in, everything the report shows out.
+
+`analyze` glues outcomes.py (rows -> per-problem outcomes) to curves.py (CIs, bins, the compute-optimal
+policy, fits); `headline` reduces that to the figures of summary.json. Both are pure, so a test recomputes
+every number from synthetic rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ponder.experiments import curves
+from ponder.experiments.outcomes import (
+    CostModel,
+    Outcome,
+    StoppingPoint,
+    adaptive_stopping_point,
+    pool_outcomes,
+    pool_strategies,
+    problem_order,
+    result_outcomes,
+)
+from ponder.experiments.records import ProblemRow, ResultRow, SampleRow
+
+GREEDY = "cot"
+MAJORITY = "self_consistency"
+BEST_OF_N = "best_of_n"
+ADAPTIVE = "adaptive_consistency"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything the report draws and tabulates."""
+
+    pids: tuple[str, ...]
+    outcomes: tuple[Outcome, ...]
+    points: tuple[curves.Point, ...]
+    bins: Mapping[str, np.ndarray]
+    """"oracle" / "predicted" -> [P] bin per problem (1 easiest .. 5 hardest, 0 no data)."""
+    frontiers: Mapping[str, tuple[curves.FrontierPoint, ...]]
+    """Bin kind -> the two-fold compute-optimal policy on the token axis."""
+    fits: tuple[curves.Fit, ...]
+    truncation: Mapping[str, float]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def outcome(self, strategy: str, budget: int | None = None) -> Outcome | None:
+        """The outcome of `strategy` at `budget` (default: its largest budget)."""
+        mine = [o for o in self.outcomes if o.strategy == strategy and np.isfinite(o.correct).any()]
+        if budget is not None:
+            mine = [o for o in mine if o.budget == budget]
+        return max(mine, key=lambda o: o.budget) if mine else None
+
+
+def analyze(problems: Sequence[ProblemRow], samples: Sequence[SampleRow], results: Sequence[ResultRow],
+            config: Mapping[str, Any], stopping_point: StoppingPoint | None = None,
+            resamples: int = 1000) -> Analysis:
+    """Derive every curve of a run from its rows (no generation)."""
+    seed = int(config.get("seed", 0) or 0)
+    cost_model = CostModel.from_config(config)
+    pids = problem_order(problems, samples, results)
+    budgets = config.get("budgets") or None
+    notes = []
+    stop = stopping_point or adaptive_stopping_point
+    try:
+        stop(1, ["x"])
+    except ImportError:  # the live strategy is what the simulation must follow; without it, leave it out
+        notes.append("adaptive_consistency left out: ponder.strategies.adaptive_consistency is not importable")
+        stop = None
+    specs = [s for s in pool_strategies(stop or adaptive_stopping_point) if stop or s.name != ADAPTIVE]
+    outcomes = pool_outcomes(pids, samples, cost_model, budgets, seed, specs)
+    outcomes += result_outcomes(pids, results, cost_model)
+    points = curves.curve_points(outcomes, seed, resamples)
+    bins = {"oracle": curves.oracle_bins(pids, samples), "predicted": curves.predicted_bins(pids, samples)}
+    frontiers = {kind: tuple(curves.compute_optimal(outcomes, b, "tokens", seed=seed)) for kind, b in bins.items()}
+    fits = tuple(f for axis in ("tokens", "flops", "seconds", "usd") for f in curves.scaling_fit(points, axis))
+    notes += _notes(outcomes, cost_model)
+    return Analysis(tuple(pids), tuple(outcomes), tuple(points), bins, frontiers, fits,
+                    curves.truncation_share(samples, results), tuple(notes))
+
+
+def _notes(outcomes: Sequence[Outcome], cost_model: CostModel) -> list[str]:
+    notes = []
+    sampled = sorted({o.label for o in outcomes if not o.exact})
+    if sampled:
+        notes.append("estimated from 2000 fixed-seed random k-subsets (the rest enumerate every subset): "
+                     + ", ".join(sampled))
+    if cost_model.n_params:
+        notes.append(f"FLOPs = 2 x {cost_model.n_params:,} parameters x processed tokens (prefill + decode)")
+    else:
+        notes.append("FLOPs unknown: the run's config has no model_info.n_params")
+    return notes
+
+
+def headline(a: Analysis) -> dict[str, Any]:
+    """The figures of summary.json (null where the run lacks what a figure needs)."""
+    greedy = a.outcome(GREEDY, min((o.budget for o in a.outcomes if o.strategy == GREEDY), default=None))
+    deployable = [o for o in a.outcomes if o.deployable and np.isfinite(o.correct).any()]
+    best = max(deployable, key=lambda o: (o.accuracy(), -o.mean_cost("tokens"), o.label), default=None)
+    majority, bon, adaptive = a.outcome(MAJORITY), a.outcome(BEST_OF_N), None
+    if majority is not None:
+        adaptive = a.outcome(ADAPTIVE, majority.budget)
+    frontier = a.frontiers.get("oracle", ())
+    out: dict[str, Any] = {
+        "n_problems": len(a.pids),
+        "greedy_accuracy": greedy.accuracy() if greedy else None,
+        "best_strategy": best.strategy if best else None,
+        "best_budget": best.budget if best else None,
+        "best_accuracy": best.accuracy() if best else None,
+        "best_tokens_ratio_vs_greedy": _ratio(best, greedy, "tokens"),
+        "adaptive_token_savings_vs_majority": (1.0 - r) if (r := _ratio(adaptive, majority, "tokens")) is not None
+        else None,
+        "compute_optimal_efficiency_vs_best_of_n": curves.efficiency_ratio(frontier, bon) if bon else None,
+        "compute_optimal_efficiency_vs_majority": curves.efficiency_ratio(frontier, majority) if majority else None,
+        "usd_per_solved_problem": _usd_per_solved(best),
+        "maj_at_k": _by_budget(a, MAJORITY),
+        "best_of_n_at_k": _by_budget(a, BEST_OF_N),
+        "pass_at_k": _by_budget(a, "pass_at_k"),
+        "majority_largest_budget": majority.budget if majority else None,
+        "best_of_n_largest_budget": bon.budget if bon else None,
+        "truncation_share": a.truncation.get("all"),
+    }
+    return {k: _clean(v) for k, v in out.items()}
+
+
+def _ratio(num: Outcome | None, den: Outcome | None, axis: str) -> float | None:
+    if num is None or den is None:
+        return None
+    d = den.mean_cost(axis)
+    return num.mean_cost(axis) / d if d > 0 else None
+
+
+def _usd_per_solved(o: Outcome | None) -> float | None:
+    """Dollars spent over all problems / expected number solved."""
+    if o is None:
+        return None
+    solved = float(np.nansum(o.correct))
+    return float(np.nansum(o.cost["usd"])) / solved if solved > 0 else None
+
+
+def _by_budget(a: Analysis, strategy: str) -> dict[str, float]:
+    return {str(o.budget): o.accuracy() for o in sorted(a.outcomes, key=lambda o: o.budget)
+            if o.strategy == strategy}
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN and inf become null."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
