@@ -91,7 +91,7 @@ class AdaptiveConsistency(Sampled):
             cands += [candidate(g) for g in gens]
             done = self.settled([c.answer for c in cands])
             trace.append({"round": len(trace), "samples": len(cands), "settled": done})
-            if cut_by_budget(ledger, gens):
+            if cut_by_budget(ledger, gens, self.max_tokens):
                 exhausted = True
                 break
             if done:

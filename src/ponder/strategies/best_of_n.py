@@ -110,7 +110,7 @@ class BestOfN(Sampled):
         cands = [replace(c, score=s.value) for c, s in zip(cands, scores, strict=True)]
         answer, votes = select([c.answer for c in cands], [s.value for s in scores], self.mode)
         return result(self.name, ledger, answer=answer, candidates=cands, votes=votes, text=_best_text(cands, answer),
-                      exhausted=cut_by_budget(ledger, gens))
+                      exhausted=cut_by_budget(ledger, gens, self.max_tokens))
 
 
 def _best_text(cands: Sequence[Candidate], answer: str | None) -> str:

@@ -65,11 +65,14 @@ def candidate(gen: Generation, answer: str | None = None, score: float | None = 
     )
 
 
-def cut_by_budget(ledger: Ledger, gens: Sequence[Generation]) -> bool:
-    """True when the ledger cut a generation short: marked "budget", or truncated with the token budget spent."""
-    left = ledger.remaining_tokens()
-    spent = left is not None and left <= 0
-    return any(g.finish_reason == "budget" or (spent and g.finish_reason == "length") for g in gens)
+def cut_by_budget(ledger: Ledger, gens: Sequence[Generation], max_tokens: int) -> bool:
+    """True when the ledger cut a generation short: marked "budget", or, under a token budget, stopped by length
+    before `max_tokens` (the ledger shrinks max_tokens to what the budget has left)."""
+    clamped = ledger.budget.tokens is not None
+    return any(
+        g.finish_reason == "budget" or (clamped and g.finish_reason == "length" and g.completion_tokens < max_tokens)
+        for g in gens
+    )
 
 
 def text_of(candidates: Sequence[Candidate], answer: str | None) -> str:

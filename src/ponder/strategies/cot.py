@@ -30,4 +30,4 @@ class ChainOfThought(Sampled):
         cand = candidate(gen)
         return result(self.name, ledger, answer=cand.answer, candidates=[cand], text=gen.text,
                       votes={cand.answer: 1.0} if cand.answer is not None else {},
-                      exhausted=cut_by_budget(ledger, [gen]))
+                      exhausted=cut_by_budget(ledger, [gen], self.max_tokens))

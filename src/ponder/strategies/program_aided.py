@@ -103,7 +103,7 @@ class ProgramAided(Sampled):
         trace = [{"sample": i, "program": p is not None, "result": out}
                  for i, (p, out) in enumerate(zip(programs, outputs, strict=True))]
         return result(self.name, ledger, answer=answer, candidates=cands, votes=votes, trace=trace,
-                      exhausted=cut_by_budget(ledger, gens))
+                      exhausted=cut_by_budget(ledger, gens, self.max_tokens))
 
     async def _run(self, program: str | None) -> str | None:
         return None if program is None else await run_program(program, timeout_s=self.timeout_s)

@@ -72,7 +72,7 @@ class Revision(Sampled):
                 break
             cands.append(candidate(gen))
             trace.append({"round": r, "answer": cands[-1].answer, "finish_reason": gen.finish_reason})
-            if cut_by_budget(ledger, [gen]):
+            if cut_by_budget(ledger, [gen], self.max_tokens):
                 exhausted = True
                 break
         return self._final(ledger, cands, trace, exhausted)

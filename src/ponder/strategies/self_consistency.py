@@ -74,4 +74,4 @@ class SelfConsistency(Sampled):
         cands = [candidate(g) for g in gens]
         answer, votes = majority_vote([c.answer for c in cands], [c.mean_logprob for c in cands])
         return result(self.name, ledger, answer=answer, candidates=cands, votes=votes,
-                      exhausted=cut_by_budget(ledger, gens))
+                      exhausted=cut_by_budget(ledger, gens, self.max_tokens))
