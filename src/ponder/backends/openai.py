@@ -1,0 +1,268 @@
+"""A backend for any OpenAI-compatible HTTP server: vLLM, SGLang, llama.cpp's server, Ollama, OpenAI.
+
+Owns the HTTP conversation: a shared httpx client, a concurrency limit, retries (`retry.py`), `n > 1` with its
+one fan-out fallback, streaming, and continuing an assistant prefix. The wire format lives in `openai_wire.py`.
+It knows nothing of budgets: the ledger wraps it like any backend.
+
+n > 1. Sent as `n`. A server that returns fewer choices (llama.cpp's servers ignore `n`) is remembered
+(`supports_n = False`), the missing generations come from `base.fan_out` (seeds seed+i), and later calls fan out
+at once. Pass supports_n=False to skip the probe.
+
+Continuing a prefix (`prefix=`, used by beam search and budget forcing), `prefix_mode`:
+
+    server                       mode                       how
+    vLLM, SGLang                 "continue_final_message"   trailing assistant message + continue_final_message=true,
+                                                            add_generation_prompt=false
+    llama.cpp llama-server,      "assistant_prefill"        trailing assistant message, continued as is
+    Ollama, Anthropic-style
+    llama-cpp-python server      "completions"              /v1/completions with a prompt rendered by `render`
+                                                            (e.g. openai_wire.chatml); its chat endpoint always
+                                                            opens a NEW assistant turn after a trailing one
+    OpenAI                       "none"                     cannot continue; a prefix raises BackendError
+
+"auto" (the default) asks /v1/models who owns the model (`owned_by`: vllm, sglang, llamacpp, library/ollama, me,
+openai/system) and picks from the table; for an unknown server it tries "continue_final_message" and, on a 400,
+falls back to "assistant_prefill" for good.
+
+The API key is read from the environment variable `api_key_env` at each call and goes only into the Authorization
+header: it is not stored on the backend, and it is scrubbed from every error message and log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+
+from ponder.backends.base import fan_out
+from ponder.backends.openai_wire import (
+    PREFIX_MODES,
+    SERVER_PREFIX_MODES,
+    PrefixMode,
+    Render,
+    build_request,
+    parse_response,
+    stream_delta,
+)
+from ponder.backends.retry import RetryPolicy, Scrubber, send_with_retries
+from ponder.errors import BackendError, InvalidParameter, UpstreamError
+from ponder.types import Generation, Message, ModelInfo, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIBackend:
+    """Generations from an OpenAI-compatible server at `base_url` (ending in /v1), for `model`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        prefix_mode: PrefixMode = "auto",
+        supports_n: bool | None = None,
+        render: Render | None = None,
+        info: ModelInfo | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if prefix_mode not in PREFIX_MODES:
+            raise InvalidParameter("prefix_mode", prefix_mode, f"use one of {', '.join(PREFIX_MODES)}")
+        if max_concurrency < 1:
+            raise InvalidParameter("max_concurrency", max_concurrency, "allow at least one request at a time")
+        if max_retries < 0:
+            raise InvalidParameter("max_retries", max_retries, "use 0 (no retries) or more")
+        if not timeout > 0:
+            raise InvalidParameter("timeout", timeout, "use a positive number of seconds")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key_env = api_key_env
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.prefix_mode: PrefixMode = prefix_mode
+        self.supports_n = supports_n
+        """None until a call with n > 1 shows whether the server honours n."""
+        self.render = render
+        self.info = info
+        self.usage_estimated = 0
+        """How many responses carried no usage and were estimated (see openai_wire)."""
+        self.policy = RetryPolicy(max_retries=max_retries, backoff=backoff)
+        self._scrub = Scrubber(lambda: os.environ.get(self.api_key_env) or None)
+        self._transport = transport
+        self._auto_fallback = False
+        self._http: httpx.AsyncClient | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return (f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
+                f"prefix_mode={self.prefix_mode!r}, supports_n={self.supports_n!r})")
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+
+    def _client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        """The client and semaphore of the running event loop (a new loop, as in a second asyncio.run, gets new)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._sem is None or self._loop is not loop:
+            self._http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, transport=self._transport)
+            self._sem = asyncio.Semaphore(self.max_concurrency)
+            self._loop = loop
+        return self._http, self._sem
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.api_key_env)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def _post(self, path: str, body: Any) -> dict[str, Any]:
+        client, sem = self._client()
+
+        async def send() -> httpx.Response:
+            async with sem:  # hold a slot per attempt, not while backing off
+                return await client.post(path, json=body, headers=self._headers())
+
+        what = f"POST {self.base_url}{path}"
+        response = await send_with_retries(send, self.policy, self._scrub, what)
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamError(self._scrub(f"{what} answered with something that is not JSON: "
+                                            f"{response.text[:200]!r}"), response.status_code) from None
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> OpenAIBackend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- prefix mode ----------------------------------------------------------------------------------------------
+
+    async def _mode_for(self, prefix: str) -> PrefixMode:
+        """The prefix mode to use; "auto" is resolved once, from /v1/models' owned_by."""
+        if not prefix or self.prefix_mode != "auto":
+            return self.prefix_mode
+        owner = await self._owned_by()
+        mode = SERVER_PREFIX_MODES.get(owner or "")
+        if mode is None:
+            mode, self._auto_fallback = "continue_final_message", True
+        elif mode == "completions" and self.render is None:
+            mode = "none"  # llama-cpp-python without a template: say how to fix it rather than answer wrongly
+        log.info("prefix_mode auto: server owned_by=%r -> %s", owner, mode)
+        self.prefix_mode = mode
+        return mode
+
+    async def _owned_by(self) -> str | None:
+        client, sem = self._client()
+
+        async def send() -> httpx.Response:
+            async with sem:
+                return await client.get("/models", headers=self._headers())
+
+        try:
+            response = await send_with_retries(send, self.policy, self._scrub, f"GET {self.base_url}/models")
+            models = response.json().get("data") or []
+        except (BackendError, ValueError, AttributeError):
+            return None
+        mine = [m for m in models if m.get("id") == self.model] or models
+        return str(mine[0].get("owned_by", "")).lower() if mine else None
+
+    # -- generation -----------------------------------------------------------------------------------------------
+
+    async def generate(
+        self, messages: Sequence[Message], params: SamplingParams, prefix: str = ""
+    ) -> list[Generation]:
+        """params.n generations; with n > 1 on a server that ignores n, the rest come from one fan-out."""
+        messages = tuple(messages)
+
+        async def one(p: SamplingParams) -> list[Generation]:
+            return await self._request(messages, p, prefix)
+
+        if params.n > 1 and self.supports_n is False:
+            return await fan_out(one, params)
+        gens = await one(params)
+        if params.n > 1:
+            if len(gens) < params.n:
+                if self.supports_n is not False:
+                    log.info("%s returned %d of n=%d choices: fanning out from now on", self.base_url,
+                             len(gens), params.n)
+                self.supports_n = False
+                rest = params.with_(n=params.n - len(gens), seed=params.sample_seed(len(gens)))
+                gens = gens + await fan_out(one, rest)
+            else:
+                self.supports_n = True
+        return gens[: params.n]
+
+    async def _request(self, messages: tuple[Message, ...], params: SamplingParams, prefix: str) -> list[Generation]:
+        mode = await self._mode_for(prefix)
+        request = build_request(self.model, messages, params, prefix, mode, self.render)
+        try:
+            body = await self._post(request.path, request.body)
+        except UpstreamError as exc:
+            if prefix and self._auto_fallback and exc.status == 400 and mode == "continue_final_message":
+                log.warning("continue_final_message refused (400); using assistant_prefill from now on")
+                self.prefix_mode, self._auto_fallback = "assistant_prefill", False
+                return await self._request(messages, params, prefix)
+            raise
+        prompt_text = "".join(m.content for m in messages) + prefix
+        gens, estimated = parse_response(body, prompt_text)
+        if estimated:
+            if not self.usage_estimated:
+                log.warning("%s reports no usage; estimating 1 token per 4 characters", self.base_url)
+            self.usage_estimated += 1
+        return gens
+
+    async def stream(
+        self, messages: Sequence[Message], params: SamplingParams, prefix: str = ""
+    ) -> AsyncIterator[str]:
+        """The text of one generation as it arrives (server-sent events). Usage is not reported here."""
+        if params.n != 1:
+            raise InvalidParameter("n", params.n, "stream one generation at a time (n=1); use generate for n > 1")
+        mode = await self._mode_for(prefix)
+        request = build_request(self.model, tuple(messages), params, prefix, mode, self.render, stream=True)
+        client, sem = self._client()
+        what = f"POST {self.base_url}{request.path} (stream)"
+
+        async def send() -> httpx.Response:
+            built = client.build_request("POST", request.path, json=request.body, headers=self._headers())
+            return await client.send(built, stream=True)
+
+        async with sem:  # a stream holds its slot until it ends
+            response = await send_with_retries(send, self.policy, self._scrub, what)
+            try:
+                async for delta in self._events(response, what):
+                    yield delta
+            finally:
+                await response.aclose()
+
+    async def _events(self, response: httpx.Response, what: str) -> AsyncIterator[str]:
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                event = json.loads(data)
+                if isinstance(event, dict) and event.get("error"):
+                    raise UpstreamError(self._scrub(f"{what} failed mid-stream: {str(event['error'])[:300]}"))
+                delta = stream_delta(event)
+                if delta:
+                    yield delta
+        except httpx.TransportError as exc:
+            raise UpstreamError(self._scrub(f"{what} broke off mid-stream ({type(exc).__name__}: {exc})")) from None
+        except json.JSONDecodeError as exc:
+            raise UpstreamError(self._scrub(f"{what} sent an event that is not JSON ({exc})")) from None
