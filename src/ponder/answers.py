@@ -9,9 +9,15 @@ from __future__ import annotations
 import re
 
 _BOXED = re.compile(r"\\boxed\s*\{")
-_ANSWER_IS = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*[:\s]*\$?\s*([^\n]+)", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"(?:final answer|the answer|\banswer)\s*(?:is|:)\s*[:\s]*\$?\s*([^\n]+)", re.IGNORECASE)
 _HASHES = re.compile(r"####\s*([^\n]+)")
 _NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
+_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
+"""A word that is not a LaTeX command: its presence means a text is prose, not a bare answer."""
+_UNIT = re.compile(r"|\\?%|[A-Za-z]{2,}(?:\s+[A-Za-z]+)*\.?")
+"""What may follow a number that is still just that number: nothing, a percent sign, or unit words."""
+_ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*(?=\S)")
+_LATEX_ALIASES = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\left", ""), ("\\right", ""))
 
 
 def _boxed(text: str) -> str | None:
@@ -32,10 +38,17 @@ def _boxed(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> str | None:
-    """The raw final answer in `text`: \\boxed{}, "#### N", "the answer is ...", else the last number."""
+    """The raw final answer in `text`: \\boxed{}, "#### N", "the answer is ...", a bare answer, else the last number.
+
+    A bare answer is a short single line with a digit or a LaTeX command and no words ("\\frac{1}{2}",
+    "x = 5"): the whole of it is the answer, so a grader given just an answer does not keep only its last number.
+    """
     for found in (_boxed(text), _last(_HASHES, text), _last(_ANSWER_IS, text)):
         if found and found.strip():
             return found.strip()
+    bare = text.strip()
+    if len(bare) <= 60 and "\n" not in bare and re.search(r"[\d\\]", bare) and not _WORD.search(bare):
+        return bare
     numbers = _NUMBER.findall(text)
     return numbers[-1].strip() if numbers else None
 
@@ -51,8 +64,11 @@ def normalize(answer: str | None) -> str | None:
         return None
     a = answer.strip().strip(".").replace("\\$", "").replace("$", "").replace("\\!", "").strip()
     a = re.sub(r"\\text\{([^}]*)\}", r"\1", a)
+    for alias, canonical in _LATEX_ALIASES:
+        a = a.replace(alias, canonical)
+    a = _ASSIGNMENT.sub("", a).strip()
     number = _NUMBER.search(a)
-    if number and (number.start() == 0 or a[: number.start()].strip() in ("", "=")):
+    if number and a[: number.start()].strip() in ("", "=") and _UNIT.fullmatch(a[number.end():].strip()):
         return _canonical_number(number.group(0))
     return a.lower() or None
 
