@@ -1,0 +1,241 @@
+"""The local engine: a GGUF model served by llama.cpp's low-level API, with continuous batching.
+
+This module owns loading (clear errors for missing or corrupt files), the model's shapes (ModelInfo), the chat
+template and tokenization, and the asyncio face (`generate`, `stream`, cancellation). The batching, prefix
+cache and sampling live in scheduler.py, which runs on its own thread and owns the llama_context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ponder.backends.decoding import check_fits
+from ponder.errors import CorruptModel, InvalidParameter, ModelNotFound
+from ponder.extras import require
+from ponder.types import Generation, Message, ModelInfo, SamplingParams
+
+_END = object()
+
+
+class _AsyncSink:
+    """Hands a job's results to an asyncio loop from the scheduler thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: asyncio.Queue[Any] | None = None) -> None:
+        self.loop, self.stream = loop, stream
+        self.future: asyncio.Future[list[Generation]] = loop.create_future()
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # the caller's loop is gone: nobody is waiting
+
+    def _resolve(self, value: Any, error: BaseException | None) -> None:
+        if not self.future.done():
+            if error is None:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(error)
+        if self.stream is not None:
+            self.stream.put_nowait(error if error is not None else _END)
+
+    def delta(self, text: str) -> None:
+        if self.stream is not None:
+            self._call(self.stream.put_nowait, text)
+
+    def done(self, generations: list[Generation]) -> None:
+        self._call(self._resolve, generations, None)
+
+    def fail(self, error: BaseException) -> None:
+        self._call(self._resolve, None, error)
+
+
+class LlamaCppBackend:
+    """A GGUF model on this machine. Many concurrent requests share one batched llama.cpp context."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        n_ctx: int = 8192,
+        n_threads: int = 2,
+        n_seq_max: int = 16,
+        n_batch: int = 512,
+        cache_entries: int = 8,
+        name: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        L = require("llama_cpp", "local")
+        from ponder.backends.scheduler import Scheduler
+
+        for pname, value in (("n_ctx", n_ctx), ("n_threads", n_threads), ("n_batch", n_batch)):
+            if not isinstance(value, int) or value < 1:
+                raise InvalidParameter(pname, value, "use a positive whole number")
+        if not isinstance(n_seq_max, int) or not 2 <= n_seq_max <= L.llama_max_parallel_sequences():
+            raise InvalidParameter("n_seq_max", n_seq_max, f"use 2 to {L.llama_max_parallel_sequences()}")
+        self.path = Path(model_path).expanduser()
+        self.model = name or self.path.name.removesuffix(".gguf")
+        self._L = L
+        self._model, self._ctx = self._load(L, n_ctx, n_threads, n_seq_max, n_batch, verbose)
+        self._vocab = L.llama_model_get_vocab(self._model)
+        self.info = self._read_info()
+        self._formatter = self._chat_formatter()
+        self._scheduler = Scheduler(self._model, self._ctx, n_seq_max=n_seq_max, n_batch=n_batch,
+                                    cache_entries=cache_entries)
+        self.n_ctx = L.llama_n_ctx(self._ctx)
+        self.n_ctx_seq = L.llama_n_ctx_seq(self._ctx)
+
+    # ---- loading --------------------------------------------------------------------------------------------
+    def _load(self, L: Any, n_ctx: int, n_threads: int, n_seq_max: int, n_batch: int, verbose: bool) -> Any:
+        if not self.path.is_file():
+            raise ModelNotFound(f"no model file at {self.path}: check the path, or pull it with `ponder models pull`")
+        from llama_cpp._logger import set_verbose
+
+        set_verbose(verbose)
+        L.llama_backend_init()
+        mparams = L.llama_model_default_params()
+        model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
+        if not model:
+            raise CorruptModel(
+                f"{self.path} is not a loadable GGUF model (truncated or corrupt?): delete it and pull it again"
+            )
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = cparams.n_ubatch = n_batch
+        cparams.n_seq_max = n_seq_max
+        cparams.n_threads = cparams.n_threads_batch = n_threads
+        cparams.kv_unified = True  # samples share their prompt's cells; every sequence may use all of n_ctx
+        ctx = L.llama_init_from_model(model, cparams)
+        if not ctx:
+            L.llama_model_free(model)
+            raise CorruptModel(f"llama.cpp could not create a context for {self.path} with n_ctx={n_ctx}: "
+                               "lower n_ctx or n_seq_max")
+        return model, ctx
+
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = self._L.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    def _read_info(self) -> ModelInfo:
+        L, m = self._L, self._model
+        n_params = int(L.llama_model_n_params(m))
+        n_embd, n_head = L.llama_model_n_embd(m), L.llama_model_n_head(m)
+        arch = self._meta("general.architecture") or ""
+        head_dim = int(self._meta(f"{arch}.attention.key_length") or (n_embd // max(n_head, 1)))
+        return ModelInfo(
+            name=self.model,
+            n_params=n_params,
+            n_layers=L.llama_model_n_layer(m),
+            d_model=n_embd,
+            n_heads=n_head,
+            n_kv_heads=L.llama_model_n_head_kv(m),
+            head_dim=head_dim,
+            n_ctx_train=L.llama_model_n_ctx_train(m),
+            bytes_per_param=self.path.stat().st_size / max(n_params, 1),
+        )
+
+    def _chat_formatter(self) -> Any:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._L.llama_model_chat_template(self._model, None)
+        if not template:
+            return None
+        self._bos = self._token_text(self._L.llama_vocab_bos(self._vocab))
+        eos = self._token_text(self._L.llama_vocab_eos(self._vocab))
+        return Jinja2ChatFormatter(template.decode("utf-8"), eos_token=eos, bos_token=self._bos)
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return (self._L.llama_vocab_get_text(self._vocab, token) or b"").decode("utf-8", errors="replace")
+
+    # ---- prompts --------------------------------------------------------------------------------------------
+    def render(self, messages: Sequence[Message], prefix: str = "") -> str:
+        """The prompt text: the GGUF's chat template with a generation prompt, then the assistant prefix."""
+        if self._formatter is None:  # no template: plain role-tagged text
+            body = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant: "
+        else:
+            body = self._formatter(messages=[m.to_dict() for m in messages]).prompt
+        return body + prefix
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode("utf-8")
+        add_special = not (self._formatter is not None and self._bos and text.startswith(self._bos))
+        cap = len(data) + 16
+        buf = (self._L.llama_token * cap)()
+        n = self._L.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, True)
+        if n < 0:
+            cap = -n
+            buf = (self._L.llama_token * cap)()
+            n = self._L.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, True)
+        return list(buf[:n])
+
+    def _job(self, messages: Sequence[Message], params: SamplingParams, prefix: str, stream: bool) -> Any:
+        from ponder.backends.scheduler import Job
+
+        prompt = self.tokenize(self.render(messages, prefix))
+        if not prompt:
+            raise InvalidParameter("messages", messages, "give a non-empty prompt")
+        check_fits(len(prompt), params.max_tokens, self.n_ctx_seq, self.n_ctx)
+        sink = _AsyncSink(asyncio.get_running_loop(), asyncio.Queue() if stream else None)
+        return Job(prompt, params, sink, stream=stream)
+
+    # ---- the Backend protocol -------------------------------------------------------------------------------
+    async def generate(
+        self, messages: Sequence[Message], params: SamplingParams, prefix: str = ""
+    ) -> list[Generation]:
+        """Return params.n generations; they share one prefill. Cancelling frees their sequences at once."""
+        job = self._job(messages, params, prefix, stream=False)
+        self._scheduler.submit(job)
+        try:
+            return await asyncio.shield(job.sink.future)
+        except asyncio.CancelledError:
+            self._scheduler.cancel(job)
+            raise
+
+    async def stream(self, messages: Sequence[Message], params: SamplingParams, prefix: str = "") -> AsyncIterator[str]:
+        """Text deltas of one generation (n=1), as they are decoded; stop strings are never emitted."""
+        if params.n != 1:
+            raise InvalidParameter("n", params.n, "stream one generation at a time: use n=1")
+        job = self._job(messages, params, prefix, stream=True)
+        self._scheduler.submit(job)
+        try:
+            while True:
+                item = await job.sink.stream.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not job.sink.future.done():
+                self._scheduler.cancel(job)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Engine counters: prefilled_tokens, decoded_tokens, steps, cache_hits (read without locking)."""
+        return dict(self._scheduler.stats)
+
+    def clear_cache(self) -> None:
+        """Forget cached prefixes."""
+        self._scheduler.clear_cache()
+
+    def close(self) -> None:
+        """Stop the scheduler (failing what is in flight) and free the model."""
+        if self._ctx is not None:
+            self._scheduler.close()
+            self._L.llama_free(self._ctx)
+            self._L.llama_model_free(self._model)
+            self._ctx = self._model = None
+
+    def __enter__(self) -> LlamaCppBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

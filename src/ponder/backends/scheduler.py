@@ -1,0 +1,405 @@
+"""The local engine's scheduler: one thread that owns the llama.cpp context and batches every sequence.
+
+Each step builds ONE llama_batch holding the next token of every active sequence of every request, plus
+prefill chunks of newly admitted requests (continuous batching). A request's prompt (all but its last token)
+is prefilled once into a *root* sequence, reusing the longest cached token prefix; each of its n samples is
+then forked with llama_memory_seq_cp and starts by decoding the last prompt token, so samples can start in
+waves when slots or cells are short. Finished sequences stay in a small prefix cache (an LRU of free slots).
+
+What it ignores: chat templates, tokenization and asyncio. Callers hand it token ids and a Sink; results go
+back through the Sink's callbacks, called from this thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import queue
+import random
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import llama_cpp as L
+import numpy as np
+
+from ponder.backends.decoding import TextAssembler, common_prefix_len, token_logprob
+from ponder.errors import BackendError, ContextOverflow
+from ponder.types import Generation, SamplingParams, TokenLogprob, Usage
+
+
+class Sink(Protocol):
+    """Where a job's results go (called from the scheduler thread)."""
+
+    def delta(self, text: str) -> None: ...
+    def done(self, generations: list[Generation]) -> None: ...
+    def fail(self, error: BaseException) -> None: ...
+
+
+@dataclass(eq=False)
+class Sample:
+    """One running generation: a sequence slot, its sampler, and its text so far."""
+
+    job: Job
+    index: int
+    slot: int
+    sampler: Any
+    pos: int
+    next_token: int
+    kv_tokens: list[int]
+    """Token ids whose KV this slot holds (for the prefix cache)."""
+    text: TextAssembler
+    generated: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    batch_index: int = -1
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: a prompt, its sampling params and where results go."""
+
+    prompt: list[int]
+    params: SamplingParams
+    sink: Sink
+    stream: bool = False
+    id: int = field(default_factory=itertools.count().__next__)
+    root: int | None = None
+    prefilled: int = 0
+    cached: int = 0
+    forked: int = 0
+    reserved: int = 0
+    samples: list[Sample] = field(default_factory=list)
+    results: dict[int, Generation] = field(default_factory=dict)
+
+    @property
+    def head(self) -> list[int]:
+        """The tokens prefilled into the root: all of the prompt but its last token."""
+        return self.prompt[:-1]
+
+    @property
+    def per_sample(self) -> int:
+        return self.params.max_tokens + 1
+
+
+class Scheduler:
+    """Owns one llama_context; admits jobs, batches their steps, samples, and reports back."""
+
+    def __init__(self, model: Any, ctx: Any, *, n_seq_max: int, n_batch: int, cache_entries: int = 8) -> None:
+        self.model, self.ctx = model, ctx
+        self.vocab = L.llama_model_get_vocab(model)
+        self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
+        self.mem = L.llama_get_memory(ctx)
+        self.n_ctx = L.llama_n_ctx(ctx)
+        self.n_seq_max, self.n_batch, self.cache_entries = n_seq_max, n_batch, cache_entries
+        self.batch = L.llama_batch_init(n_batch, 0, 1)
+        self.free_slots = list(range(n_seq_max))
+        self.cache: OrderedDict[int, list[int]] = OrderedDict()  # slot -> tokens in its KV, LRU first
+        self.waiting: list[Job] = []
+        self.jobs: list[Job] = []  # admitted: prefilling, forking or running
+        self.stats = {"prefilled_tokens": 0, "decoded_tokens": 0, "steps": 0, "cache_hits": 0}
+        self._inbox: queue.SimpleQueue[tuple[str, Job | None]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="ponder-llamacpp", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    # ---- called from any thread -------------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        if self._closed:
+            raise BackendError("the llama.cpp engine is closed: open a new backend")
+        self._inbox.put(("submit", job))
+
+    def cancel(self, job: Job) -> None:
+        self._inbox.put(("cancel", job))
+
+    def clear_cache(self) -> None:
+        """Forget every cached prefix (benchmarks use this to start each run cold)."""
+        self._inbox.put(("clear", None))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._inbox.put(("close", None))
+            self._thread.join()
+            L.llama_batch_free(self.batch)
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        worked = True
+        while True:
+            # Block when there is nothing to do; nap briefly when jobs wait on each other (never spin).
+            wait = None if not (self.waiting or self.jobs) else (0.0 if worked else 0.02)
+            if not self._drain(wait):
+                break
+            try:
+                self._admit()
+                worked = self._step()
+            except Exception as exc:  # a bug or a llama.cpp failure: fail what is in flight, keep serving
+                for job in list(self.jobs):
+                    self._fail(job, exc if isinstance(exc, BackendError) else BackendError(f"engine error: {exc}"))
+        for job in self.waiting + self.jobs:
+            job.sink.fail(BackendError("the llama.cpp engine was closed while this request was running"))
+
+    def _drain(self, wait: float | None) -> bool:
+        """Take messages from callers, waiting up to `wait` seconds (None: forever); False when asked to close."""
+        try:
+            msg = self._inbox.get_nowait() if wait == 0 else self._inbox.get(timeout=wait)
+            while True:
+                kind, job = msg
+                if kind == "close":
+                    return False
+                if kind == "submit":
+                    self.waiting.append(job)  # type: ignore[arg-type]
+                elif kind == "cancel":
+                    self._drop(job)  # type: ignore[arg-type]
+                elif kind == "clear":
+                    self._make_room(self.n_ctx + 1, self.n_seq_max + 1)  # evicts every cached prefix
+                msg = self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+
+    # ---- admission ------------------------------------------------------------------------------------------
+    def _reserved(self) -> int:
+        """Cells spoken for: a conservative count (shared cells are counted once per holder)."""
+        return sum(j.reserved for j in self.jobs) + sum(len(t) for t in self.cache.values())
+
+    def _make_room(self, cells: int, slots: int, keep: Any = None) -> bool:
+        """Evict cached prefixes (LRU first, sparing `keep`) until `cells` cells and `slots` slots are free."""
+        for slot in [s for s in self.cache if s != keep]:
+            if self._reserved() + cells <= self.n_ctx and len(self.free_slots) >= slots:
+                break
+            del self.cache[slot]
+            L.llama_memory_seq_rm(self.mem, slot, -1, -1)
+            self.free_slots.append(slot)
+        return self._reserved() + cells <= self.n_ctx and len(self.free_slots) >= slots
+
+    def _admit(self) -> None:
+        for job in [j for j in self.jobs if j.root is not None and j.prefilled == len(j.head)]:
+            self._fork(job)
+        while self.waiting:
+            job = self.waiting[0]
+            source, match = self._best_source(job)
+            if source == "busy":
+                break  # a root still prefilling will share this prompt: wait for it instead of prefilling twice
+            need_slots = 1 if job.params.n == 1 else 2  # a root that can always fork one sample (no deadlock)
+            cells = len(job.head) + job.per_sample
+            if not (self._make_room(cells, need_slots, keep=source) or self._make_room(cells, need_slots)):
+                if not self.jobs and not self.cache:
+                    self.waiting.pop(0)
+                    job.sink.fail(ContextOverflow("the request cannot fit in the context: raise n_ctx"))
+                    continue
+                break
+            self.waiting.pop(0)
+            if source is not None and source not in self.cache and not self._is_root(source):
+                source, match = self._best_source(job)  # eviction took the first choice
+            self._start_root(job, source, match)
+
+    def _best_source(self, job: Job) -> tuple[Any, int]:
+        """The slot whose KV shares the longest prefix with job.head: ("busy", n) if a prefilling root wins."""
+        best: tuple[Any, int] = (None, 0)
+        for slot, tokens in self.cache.items():
+            n = common_prefix_len(tokens, job.head)
+            if n > best[1]:
+                best = (slot, n)
+        for other in self.jobs:
+            if other.root is not None and other.forked < other.params.n:
+                n = common_prefix_len(other.head, job.head)
+                if n > best[1]:
+                    best = (other.root if other.prefilled == len(other.head) else "busy", n)
+        return best
+
+    def _is_root(self, slot: int) -> bool:
+        return any(j.root == slot for j in self.jobs)
+
+    def _start_root(self, job: Job, source: Any, match: int) -> None:
+        job.root = self.free_slots.pop()
+        job.reserved = len(job.head) + job.per_sample
+        self.jobs.append(job)
+        if source is not None and match > 0:
+            L.llama_memory_seq_cp(self.mem, source, job.root, 0, match)
+            if source in self.cache:
+                self.cache.move_to_end(source)
+            job.prefilled = job.cached = match
+            self.stats["cache_hits"] += 1
+        if job.prefilled == len(job.head):
+            self._fork(job)
+
+    def _fork(self, job: Job) -> None:
+        """Start as many of the job's samples as free slots and cells allow."""
+        while job.forked < job.params.n:
+            first = job.forked == 0  # its cells were reserved with the root
+            last = job.forked == job.params.n - 1
+            if not first and not self._make_room(job.per_sample, 0):
+                return
+            if self.free_slots or self._make_room(0, 1):
+                slot = self.free_slots.pop()
+                if job.head:
+                    L.llama_memory_seq_cp(self.mem, job.root, slot, 0, len(job.head))
+            elif last:
+                slot, job.root = job.root, None  # the last sample takes over the root's KV
+            else:
+                return
+            if not first:
+                job.reserved += job.per_sample
+            job.samples.append(self._new_sample(job, slot))
+            job.forked += 1
+        if job.root is not None:
+            self._retire(job.root, list(job.head))
+            job.root = None
+
+    def _new_sample(self, job: Job, slot: int) -> Sample:
+        p = job.params
+        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+        if p.temperature == 0:
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        else:
+            if p.top_p < 1.0:
+                L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(p.top_p, 1))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(p.temperature))
+            seed = p.sample_seed(job.forked)
+            seed = random.getrandbits(32) if seed is None else seed & 0xFFFFFFFF
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
+        head = job.head
+        return Sample(job, job.forked, slot, chain, len(head), job.prompt[-1], list(head), TextAssembler(p.stop))
+
+    def _retire(self, slot: int, tokens: list[int]) -> None:
+        """Keep a slot's KV as a cached prefix (dropping entries it extends), or free it."""
+        for other, t in list(self.cache.items()):
+            if len(t) <= len(tokens) and common_prefix_len(t, tokens) == len(t):
+                del self.cache[other]
+                L.llama_memory_seq_rm(self.mem, other, -1, -1)
+                self.free_slots.append(other)
+        if self.cache_entries > 0 and tokens:
+            self.cache[slot] = tokens
+            while len(self.cache) > self.cache_entries:
+                old, _ = self.cache.popitem(last=False)
+                L.llama_memory_seq_rm(self.mem, old, -1, -1)
+                self.free_slots.append(old)
+        else:
+            L.llama_memory_seq_rm(self.mem, slot, -1, -1)
+            self.free_slots.append(slot)
+
+    # ---- one decode step ----------------------------------------------------------------------------------------
+    def _step(self) -> bool:
+        """Decode one batch and sample from it; False when there was nothing to decode."""
+        b = self.batch
+        n = 0
+        running = [s for j in self.jobs for s in j.samples]
+        for s in running:  # [n_running] decode tokens, each with logits
+            self._put(n, s.next_token, s.pos, s.slot, True)
+            s.batch_index = n
+            n += 1
+        chunks = []
+        for job in self.jobs:  # prefill chunks fill the rest of the batch
+            left = len(job.head) - job.prefilled
+            if job.root is None or left == 0 or n >= self.n_batch:
+                continue
+            take = min(left, self.n_batch - n)
+            for k in range(job.prefilled, job.prefilled + take):
+                self._put(n, job.head[k], k, job.root, False)
+                n += 1
+            chunks.append((job, take))
+        if n == 0:
+            return False
+        b.n_tokens = n
+        rc = L.llama_decode(self.ctx, b)
+        if rc == 1 and self.cache:  # no KV slot: cached prefixes are the only thing we may drop
+            self._make_room(self.n_ctx + 1, self.n_seq_max + 1)
+            rc = L.llama_decode(self.ctx, b)
+        if rc != 0:
+            raise BackendError(f"llama_decode failed with code {rc}: lower n_seq_max or raise n_ctx")
+        self.stats["steps"] += 1
+        self.stats["decoded_tokens"] += len(running)
+        for job, take in chunks:
+            job.prefilled += take
+            self.stats["prefilled_tokens"] += take
+        for s in running:
+            self._advance(s)
+        return True
+
+    def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        b = self.batch
+        b.token[i] = token
+        b.pos[i] = pos
+        b.n_seq_id[i] = 1
+        b.seq_id[i][0] = seq
+        b.logits[i] = logits
+
+    def _advance(self, s: Sample) -> None:
+        """Sample this sequence's next token from its row of logits, and finish it if it is done."""
+        s.kv_tokens.append(s.next_token)
+        s.pos += 1
+        token = L.llama_sampler_sample(s.sampler, self.ctx, s.batch_index)
+        s.generated += 1
+        p = s.job.params
+        if p.logprobs:
+            row = np.ctypeslib.as_array(L.llama_get_logits_ith(self.ctx, s.batch_index), shape=(self.n_vocab,))
+            s.logprobs.append(token_logprob(row, token, p.top_logprobs, self.piece_text))
+        if L.llama_vocab_is_eog(self.vocab, token):
+            return self._finish(s, "stop")
+        stopped = s.text.feed(self.piece(token))
+        if s.job.stream:
+            delta = s.text.pop_delta()
+            if delta:
+                s.job.sink.delta(delta)
+        if stopped:
+            return self._finish(s, "stop")
+        if s.generated >= p.max_tokens:
+            return self._finish(s, "length")
+        s.next_token = token
+
+    def _finish(self, s: Sample, reason: str) -> None:
+        job = s.job
+        text = s.text.finish()
+        if job.stream:
+            delta = s.text.pop_delta(final=True)
+            if delta:
+                job.sink.delta(delta)
+        L.llama_sampler_free(s.sampler)
+        job.samples.remove(s)
+        job.reserved -= job.per_sample
+        self._retire(s.slot, s.kv_tokens)
+        p_tok = len(job.prompt)
+        # The first sample pays for the prompt; its siblings read the same prefill, so it counts as cached.
+        cached = job.cached if s.index == 0 else p_tok
+        usage = Usage(prompt_tokens=p_tok, completion_tokens=s.generated, cached_tokens=cached)
+        logprobs = tuple(s.logprobs) if job.params.logprobs else None
+        job.results[s.index] = Generation(text, reason, s.generated, logprobs, usage)  # type: ignore[arg-type]
+        if len(job.results) == job.params.n:
+            self.jobs.remove(job)
+            job.sink.done([job.results[i] for i in range(job.params.n)])
+
+    # ---- cancellation and failure ---------------------------------------------------------------------------
+    def _drop(self, job: Job) -> None:
+        """Free everything a job holds (cancelled or failed)."""
+        if job in self.waiting:
+            self.waiting.remove(job)
+        if job not in self.jobs:
+            return
+        self.jobs.remove(job)
+        for s in job.samples:
+            L.llama_sampler_free(s.sampler)
+            L.llama_memory_seq_rm(self.mem, s.slot, -1, -1)
+            self.free_slots.append(s.slot)
+        job.samples.clear()
+        if job.root is not None:
+            L.llama_memory_seq_rm(self.mem, job.root, -1, -1)
+            self.free_slots.append(job.root)
+            job.root = None
+        job.reserved = 0
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        self._drop(job)
+        job.sink.fail(error)
+
+    # ---- tokens to text -------------------------------------------------------------------------------------
+    def piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = L.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = L.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+        return buf.raw[:n]
+
+    def piece_text(self, token: int) -> str:
+        return self.piece(token).decode("utf-8", errors="replace")
