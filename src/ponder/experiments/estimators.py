@@ -80,41 +80,23 @@ def is_exact(n: int, k: int, max_exact: int = MAX_EXACT_SUBSETS) -> bool:
 # -- votes: thin adaptors over the strategies' own functions -----------------------------------------------
 def majority_vote(answers: Sequence[str | None]) -> str | None:
     """The self-consistency vote (ties go to the earliest sample; None answers do not vote)."""
-    try:
-        from ponder.strategies.self_consistency import majority_vote as vote
-    except ModuleNotFoundError:  # TEMPORARY until strategies/self_consistency.py lands
-        return _interim_select(answers, [1.0] * len(answers), "weighted")
+    from ponder.strategies.self_consistency import majority_vote as vote
+
     return _answer_of(vote(list(answers), mean_logprobs=None))
 
 
 def weighted_vote(answers: Sequence[str | None], scores: Sequence[float]) -> str | None:
     """Weighted best-of-N: the answer whose samples' scores sum highest."""
-    return _select(answers, scores, "weighted")
+    from ponder.strategies.best_of_n import select
+
+    return _answer_of(select(list(answers), list(scores), "weighted"), answers)
 
 
 def max_vote(answers: Sequence[str | None], scores: Sequence[float]) -> str | None:
     """Plain best-of-N: the answer of the single highest-scored sample."""
-    return _select(answers, scores, "max")
+    from ponder.strategies.best_of_n import select
 
-
-def _select(answers: Sequence[str | None], scores: Sequence[float], how: str) -> str | None:
-    try:
-        from ponder.strategies.best_of_n import select
-    except ModuleNotFoundError:  # TEMPORARY until strategies/best_of_n.py lands
-        return _interim_select(answers, scores, how)
-    return _answer_of(select(list(answers), list(scores), how), answers)
-
-
-def _interim_select(answers: Sequence[str | None], scores: Sequence[float], how: str) -> str | None:
-    """Stand-in for the strategies' vote: sum (or max) of scores per answer, ties to the earliest sample."""
-    best: dict[str, float] = {}
-    for a, s in zip(answers, scores, strict=True):
-        if a is not None:
-            best[a] = best.get(a, 0.0) + s if how == "weighted" else max(best.get(a, -math.inf), s)
-    if not best:
-        return None
-    top = max(best.values())
-    return next(a for a in answers if a is not None and best[a] == top)
+    return _answer_of(select(list(answers), list(scores), "max"), answers)
 
 
 def _answer_of(chosen: object, answers: Sequence[str | None] | None = None) -> str | None:

@@ -13,15 +13,16 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from ponder import compute
 from ponder.experiments import estimators as est
 from ponder.experiments.records import ProblemRow, ResultRow, SampleRow
 from ponder.ledger import DEFAULT_HARDWARE_USD_PER_HOUR, PriceTable
-from ponder.types import Usage
+from ponder.types import ModelInfo, Usage
 
 AXES = ("tokens", "flops", "seconds", "usd")
 """The compute axes, in the order the report shows them."""
@@ -63,22 +64,22 @@ class CostModel:
     """Turns a row's usage into the four compute axes."""
 
     model: str = ""
-    n_params: int | None = None
+    info: ModelInfo | None = None
+    """The model's shapes, for FLOPs; None leaves FLOPs unknown (NaN)."""
     prices: PriceTable = field(default_factory=PriceTable)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> CostModel:
-        info = config.get("model_info") or {}
+        raw = dict(config.get("model_info") or {})
+        known = {f.name for f in fields(ModelInfo)}
+        info = ModelInfo(**{k: v for k, v in raw.items() if k in known}) if raw.get("n_params") else None
         hw = config.get("hardware_usd_per_hour", DEFAULT_HARDWARE_USD_PER_HOUR)
-        return cls(str(config.get("model", info.get("name", ""))), info.get("n_params"),
+        return cls(str(config.get("model") or raw.get("name", "")), info,
                    PriceTable(hardware_usd_per_hour=float(hw)))
 
     def flops(self, usage: Usage) -> float:
-        """Forward FLOPs: about 2 x parameters per processed token (prefilled prompt + generated)."""
-        if not self.n_params:
-            return math.nan
-        processed = usage.prompt_tokens - usage.cached_tokens + usage.completion_tokens
-        return 2.0 * self.n_params * processed
+        """Forward FLOPs of prefill and decode (Kaplan 2N + attention, from ponder.compute)."""
+        return compute.flops(self.info, usage) if self.info else math.nan
 
     def of(self, usage_by_role: Mapping[str, Usage], seconds: float,
            roles: Callable[[str], bool] = lambda r: True) -> np.ndarray:

@@ -89,8 +89,9 @@ def _notes(outcomes: Sequence[Outcome], cost_model: CostModel) -> list[str]:
     if sampled:
         notes.append("estimated from 2000 fixed-seed random k-subsets (the rest enumerate every subset): "
                      + ", ".join(sampled))
-    if cost_model.n_params:
-        notes.append(f"FLOPs = 2 x {cost_model.n_params:,} parameters x processed tokens (prefill + decode)")
+    if cost_model.info:
+        notes.append(f"FLOPs from ponder.compute: 2 x {cost_model.info.n_params:,} parameters per processed token "
+                     "(prefill + decode) plus attention over the context (Kaplan et al. 2020)")
     else:
         notes.append("FLOPs unknown: the run's config has no model_info.n_params")
     return notes

@@ -1,0 +1,67 @@
+"""`ponder report runs/NAME`: write a run's report (plots, index.html, summary.md/json) and show its headline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ponder.cli import app
+from ponder.errors import MissingExtra, StoreError
+
+console = Console()
+err_console = Console(stderr=True)
+
+_HEADLINE = (
+    ("greedy_accuracy", "greedy accuracy", "pct"),
+    ("best_strategy", "best strategy", ""),
+    ("best_budget", "  at budget", ""),
+    ("best_accuracy", "  accuracy", "pct"),
+    ("best_tokens_ratio_vs_greedy", "  tokens vs greedy", "x"),
+    ("adaptive_token_savings_vs_majority", "adaptive consistency: tokens saved vs maj@N", "pct"),
+    ("compute_optimal_efficiency_vs_majority", "compute-optimal: less compute than maj@N", "x"),
+    ("compute_optimal_efficiency_vs_best_of_n", "compute-optimal: less compute than best-of-N@N", "x"),
+    ("usd_per_solved_problem", "US$ per solved problem", "usd"),
+    ("truncation_share", "samples truncated at max_tokens", "pct"),
+)
+
+
+def _show(value: Any, kind: str) -> str:
+    if value is None:
+        return "n/a"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "x":
+        return f"{value:.2f}x"
+    if kind == "usd":
+        return f"${value:.5f}"
+    return str(value)
+
+
+@app.command("report")
+def report(
+    run: Path = typer.Argument(..., help="The run folder a sweep wrote (runs/NAME)."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the report (default: RUN/report)."),
+) -> None:
+    """Write RUN/report/ (PNG plots, a self-contained index.html, summary.md, summary.json) from the run's store."""
+    from ponder.experiments.report import write_report
+
+    try:
+        files = write_report(run, out)
+    except StoreError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except MissingExtra as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table(title=f"ponder report: {run.name}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, label, kind in _HEADLINE:
+        table.add_row(label, _show(files.summary.get(key), kind))
+    console.print(table)
+    console.print(f"report: {files.html}")
+    console.print(f"summary: {files.summary_md}, {files.summary_json}")

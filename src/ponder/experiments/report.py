@@ -1,0 +1,219 @@
+"""`ponder report runs/NAME`: a run's store -> runs/NAME/report/ (PNGs, index.html, summary.md, summary.json).
+
+This module owns the files and their text; the numbers come from summary.py, the figures from plots.py. The
+HTML is self-contained (PNGs inlined as data URIs), so it can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ponder.experiments import plots
+from ponder.experiments.curves import pass_rates
+from ponder.experiments.outcomes import AXES, AXIS_LABELS, StoppingPoint
+from ponder.experiments.summary import Analysis, analyze, headline
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where a report was written, and its headline figures."""
+
+    folder: Path
+    html: Path
+    summary_md: Path
+    summary_json: Path
+    figures: Mapping[str, Path]
+    summary: Mapping[str, Any]
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
+                 stopping_point: StoppingPoint | None = None) -> ReportFiles:
+    """Open the run's store (StoreError if it is corrupt) and write its report."""
+    from ponder.experiments.store import Store
+
+    run_dir = Path(run_dir)
+    store = Store.open(run_dir)
+    return build_report(store, Path(out_dir) if out_dir else run_dir / "report", stopping_point, run_dir.name)
+
+
+def build_report(store: Any, folder: Path, stopping_point: StoppingPoint | None = None,
+                 name: str = "") -> ReportFiles:
+    """Write the report of anything with `.config`, `.problems()`, `.samples()` and `.results()`."""
+    config = dict(store.config)
+    samples = store.samples()
+    analysis = analyze(store.problems(), samples, store.results(), config, stopping_point)
+    summary = headline(analysis)
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = plots.draw_all(analysis, folder)
+    provenance = _provenance(config, name)
+    (folder / "summary.json").write_text(json.dumps({**summary, "provenance": provenance}, indent=2,
+                                                    default=_jsonable) + "\n")
+    (folder / "summary.md").write_text(summary_markdown(summary, analysis, name))
+    (folder / "index.html").write_text(render_html(analysis, summary, figures, provenance, samples, name))
+    return ReportFiles(folder, folder / "index.html", folder / "summary.md", folder / "summary.json", figures,
+                       summary)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def _provenance(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    from ponder import __version__
+
+    info = config.get("model_info") or {}
+    return {
+        "run": name,
+        "model": config.get("model", info.get("name")),
+        "model_sha256": info.get("sha256", config.get("model_sha256")),
+        "sampling": config.get("sampling", config.get("params")),
+        "seed": config.get("seed"),
+        "budgets": config.get("budgets"),
+        "created": config.get("created", config.get("started")),
+        "report_generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "ponder_version": __version__,
+    }
+
+
+# -- summary.md ---------------------------------------------------------------------------------------------
+def _fmt(v: Any, pct: bool = False, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    if pct:
+        return f"{100 * v:.1f}%"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _at_k(table: Mapping[str, float]) -> str:
+    return ", ".join(f"@{k}: {_fmt(v, pct=True)}" for k, v in table.items()) or "n/a (not in this run)"
+
+
+def summary_markdown(s: Mapping[str, Any], a: Analysis, name: str = "") -> str:
+    """The headline in prose: greedy, maj@k, best-of-N@k, adaptive savings, efficiency and dollars."""
+    vs_bon, vs_maj = s["compute_optimal_efficiency_vs_best_of_n"], s["compute_optimal_efficiency_vs_majority"]
+    lines = [
+        f"# ponder report{': ' + name if name else ''}",
+        "",
+        f"- Problems: {s['n_problems']}",
+        f"- Greedy accuracy: {_fmt(s['greedy_accuracy'], pct=True)}",
+        f"- Majority voting (maj@k): {_at_k(s['maj_at_k'])}",
+        f"- Best-of-N (weighted, @k): {_at_k(s['best_of_n_at_k'])}",
+        f"- Coverage (pass@k, oracle): {_at_k(s['pass_at_k'])}",
+        f"- Best deployable strategy: {s['best_strategy']}@{s['best_budget']} at "
+        f"{_fmt(s['best_accuracy'], pct=True)}, using {_fmt(s['best_tokens_ratio_vs_greedy'])}x greedy's tokens",
+        f"- Adaptive consistency saves {_fmt(s['adaptive_token_savings_vs_majority'], pct=True)} of the tokens "
+        f"of maj@{s['majority_largest_budget']}",
+        f"- Compute-optimal efficiency (tokens, two-fold held out): {_ratio_text(vs_maj)} vs majority voting "
+        f"@{s['majority_largest_budget']}, {_ratio_text(vs_bon)} vs best-of-N @{s['best_of_n_largest_budget']}",
+        f"- Cost: ${_fmt(s['usd_per_solved_problem'], digits=4)} per solved problem (best strategy)",
+        f"- Truncated samples (hit max_tokens): {_fmt(s['truncation_share'], pct=True)}",
+        "",
+    ]
+    if a.notes:
+        lines += ["Notes:", *[f"- {n}" for n in a.notes], ""]
+    return "\n".join(lines)
+
+
+def _ratio_text(r: float | None) -> str:
+    return f"{r:.2f}x less compute" if r is not None else "never matched (null)"
+
+
+# -- index.html ---------------------------------------------------------------------------------------------
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}img{max-width:100%;border:1px solid #eee}
+pre{background:#f7f7f7;padding:1em;overflow-x:auto}"""
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], cls: str) -> str:
+    head = "".join(f"<th{' class=l' if i == 0 else ''}>{html.escape(h)}</th>" for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f"<td{' class=l' if i == 0 else ''}>{html.escape(str(c))}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _accuracy_rows(a: Analysis) -> list[list[str]]:
+    rows = []
+    for p in sorted(a.points, key=lambda p: (not p.deployable, p.strategy, p.budget)):
+        rows.append([p.strategy + ("" if p.deployable else " (oracle)"), p.budget, _fmt(p.accuracy, pct=True),
+                     f"{_fmt(p.ci_low, pct=True)} - {_fmt(p.ci_high, pct=True)}",
+                     *(_fmt(p.cost[axis], digits=4) for axis in AXES), p.n_problems,
+                     "exact" if p.exact else "sampled subsets"])
+    return rows
+
+
+def _bin_rows(a: Analysis, samples: Sequence[Any]) -> list[list[str]]:
+    rates = pass_rates(samples)
+    bins = a.bins["oracle"]
+    rows = []
+    for b in sorted({int(x) for x in bins.tolist() if x > 0}):
+        mask = bins == b
+        r = [rates[pid] for pid, m in zip(a.pids, mask, strict=True) if m and pid in rates]
+        accs = [_fmt(o.accuracy(mask), pct=True) if (o := a.outcome(s)) else "n/a"
+                for s in ("cot", "self_consistency", "best_of_n")]
+        rows.append([b, int(mask.sum()), f"{min(r):.2f} - {max(r):.2f}",
+                     int((a.bins["predicted"][mask] == b).sum()), *accs])
+    return rows
+
+
+def _frontier_rows(a: Analysis, kind: str) -> list[list[str]]:
+    return [[_fmt(p.level, digits=4), _fmt(p.accuracy, pct=True), _fmt(p.cost, digits=4), "; ".join(
+        f"bin {i + 1}: {c}" for i, c in enumerate(p.choices))] for p in a.frontiers.get(kind, ())]
+
+
+def render_html(a: Analysis, s: Mapping[str, Any], figures: Mapping[str, Path], provenance: Mapping[str, Any],
+                samples: Sequence[Any], name: str = "") -> str:
+    """One self-contained page: headline, figures, tables and provenance."""
+    head = [[k, _fmt(v) if not isinstance(v, dict) else _at_k(v)] for k, v in s.items()]
+    fits = [[f.strategy, f.axis, _fmt(f.slope, digits=4), _fmt(f.intercept, digits=4), _fmt(f.r2, digits=3),
+             f.n_points] for f in a.fits]
+    parts = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>ponder report {html.escape(name)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>ponder report {html.escape(name)}</h1>",
+        "<h2>Headline</h2>", _table(["figure", "value"], head, "summary"),
+        "<h2>Accuracy against compute</h2>",
+        *(_img(figures[f"accuracy_vs_{axis}"], f"accuracy vs {AXIS_LABELS[axis]}") for axis in AXES),
+        _table(["strategy", "budget", "accuracy", "95% CI", *(f"{AXIS_LABELS[x]} / problem" for x in AXES),
+                "problems", "estimate"], _accuracy_rows(a), "accuracy"),
+        "<h2>Coverage against samples</h2>", _img(figures["coverage_vs_samples"], "coverage vs samples"),
+        "<h2>Truncation</h2><p>Share of samples and runs that hit max_tokens (finish_reason \"length\").</p>",
+        _table(["rows", "share truncated"], [[k, _fmt(v, pct=True)] for k, v in a.truncation.items()], "truncation"),
+        "<h2>Difficulty bins</h2><p>Oracle bins by the pool's single-sample pass rate (1 = easiest); the "
+        "predicted bins use the agreement among the first 4 samples and no answers.</p>",
+        _img(figures["per_bin_oracle"], "accuracy per difficulty bin"),
+        _table(["bin", "problems", "pass rate", "same predicted bin", "greedy", "maj@N", "best-of-N@N"],
+               _bin_rows(a, samples), "bins"),
+        "<h2>Compute-optimal policy</h2><p>Per bin and token level, the (strategy, budget) best on one half of "
+        "the problems, scored on the other half, both ways (two-fold).</p>",
+        _img(figures["compute_optimal_frontier"], "compute-optimal frontier"),
+        *(f"<h3>{kind} difficulty</h3>" + _table(["token level", "held-out accuracy", "tokens / problem",
+                                                  "choice per bin (trained on A / on B)"],
+                                                 _frontier_rows(a, kind), f"frontier-{kind}")
+          for kind in a.frontiers),
+        "<h2>Scaling fits</h2><p>accuracy ≈ intercept + slope × ln(compute), least squares.</p>",
+        _table(["strategy", "axis", "slope", "intercept", "R²", "points"], fits, "fits"),
+        "<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in a.notes) + "</ul>",
+        "<h2>Provenance</h2>", _table(["field", "value"], [[k, json.dumps(v, default=str)]
+                                                          for k, v in provenance.items()], "provenance"),
+        "</body></html>\n",
+    ]
+    return "\n".join(parts)
