@@ -1,0 +1,220 @@
+"""`ponder ask "QUESTION"`: run one strategy on one question and show the answer, the candidates and the cost.
+
+The command is generic over strategies: its options map onto the chosen strategy's dataclass fields (found with
+dataclasses.fields), and `--param NAME=VALUE` sets any other field, so a new strategy needs no change here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from ponder.cli import app
+from ponder.compute import ComputeReport
+from ponder.errors import InvalidParameter, PonderError, UnknownName
+from ponder.ledger import Budget, Ledger
+from ponder.registry import STRATEGIES
+from ponder.types import ModelInfo, Problem, Result
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Each command-line option sets the first of these strategy fields that the strategy has.
+OPTION_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "n": ("n", "n_max"),
+    "temperature": ("temperature",),
+    "max_tokens": ("max_tokens",),
+    "verifier": ("verifier",),
+    "seed": ("seed",),
+}
+_TEXT_SHOWN = 1200
+
+
+def open_backend(spec: str, **kwargs: Any) -> Any:
+    """The backend for a model name, a GGUF path or a URL (the factory is imported only when a question is asked)."""
+    from ponder.backends.factory import open_backend as factory
+
+    return factory(spec, **kwargs)
+
+
+def _parse_value(raw: str, default: Any) -> Any:
+    """A --param value: kept as text for text fields, else read as JSON (numbers, true/false, null, lists)."""
+    if isinstance(default, str):
+        return raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    return tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
+
+
+def build_strategy(name: str, options: Mapping[str, Any], params: Sequence[str] = ()) -> Any:
+    """The strategy `name`, with each given option set on the field it maps to and each NAME=VALUE in `params`."""
+    cls = STRATEGIES.get(name)
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    valid = ", ".join(fields) or "(none)"
+    kwargs: dict[str, Any] = {}
+    for option, value in options.items():
+        if value is None:
+            continue
+        target = next((f for f in OPTION_FIELDS.get(option, (option,)) if f in fields), None)
+        if target is None:
+            flag = "--" + option.replace("_", "-")
+            raise InvalidParameter(flag, value, f"strategy {name!r} does not take it; its parameters: {valid}")
+        kwargs[target] = value
+    for item in params:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise InvalidParameter("--param", item, f"use NAME=VALUE with a parameter of {name!r}: {valid}")
+        default = fields[key].default
+        kwargs[key] = _parse_value(raw.strip(), None if default is dataclasses.MISSING else default)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a value of the wrong type, caught by the constructor rather than our validation
+        raise InvalidParameter(name, kwargs, str(exc)) from None
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _run(strategy: Any, problem: Problem, model: str, budget: Budget,
+               backend_options: Mapping[str, Any]) -> tuple[Result, Ledger, Any]:
+    backend = await _maybe_await(open_backend(model, **backend_options))
+    try:
+        ledger = Ledger(budget, model=getattr(backend, "model", model))
+        result = await strategy.solve(problem, backend, ledger)
+    finally:
+        close = getattr(backend, "aclose", None) or getattr(backend, "close", None)
+        if callable(close):
+            await _maybe_await(close())
+    return result, ledger, getattr(backend, "info", None)
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question to answer."),
+    model: str = typer.Option("qwen2.5-coder-1.5b", "--model", "-m", help="A model name, GGUF path or server URL."),
+    strategy: str | None = typer.Option(
+        None, "--strategy", "-s",
+        help="A strategy (see `ponder strategies`); default self_consistency if --n > 1, else cot."),
+    n: int | None = typer.Option(None, "--n", "-n", help="Samples (n, or n_max for adaptive_consistency)."),
+    temperature: float | None = typer.Option(None, "--temperature", "-t", help="Sampling temperature; 0 is greedy."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens", help="Most tokens per generation."),
+    budget_tokens: int | None = typer.Option(None, "--budget-tokens", help="Stop after this many generated tokens."),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", help="Stop after spending this many dollars."),
+    verifier: str | None = typer.Option(None, "--verifier", help="A verifier name, for strategies that score."),
+    seed: int | None = typer.Option(None, "--seed", help="Base seed; sample i uses seed + i."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Any other strategy parameter, as NAME=VALUE."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for a local model."),
+    n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context window for a local model."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Answer QUESTION with a test-time-compute strategy; show the candidates, the votes or scores, and the cost."""
+    name = strategy or ("self_consistency" if n is not None and n > 1 else "cot")
+    options = {"n": n, "temperature": temperature, "max_tokens": max_tokens, "verifier": verifier, "seed": seed}
+    backend_options = {k: v for k, v in (("n_threads", threads), ("n_ctx", n_ctx)) if v is not None}
+    try:
+        built = build_strategy(name, options, param)
+        budget = Budget(tokens=budget_tokens, usd=budget_usd)
+        start = time.monotonic()
+        result, ledger, info = asyncio.run(
+            _run(built, Problem(id="ask", question=question), model, budget, backend_options))
+    except (InvalidParameter, UnknownName) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except PonderError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    seconds = time.monotonic() - start
+    if as_json:
+        typer.echo(json.dumps(to_json(result, ledger, info, seconds), default=str))
+    else:
+        render(console, result, ledger, info, seconds)
+
+
+# -- the view -------------------------------------------------------------------------------------------------
+def _compute(result: Result, ledger: Ledger, info: Any) -> ComputeReport | None:
+    if not isinstance(info, ModelInfo) or info.n_params <= 0:
+        return None
+    return ComputeReport.of(result, info, model=ledger.model, usd=ledger.usd)
+
+
+def to_json(result: Result, ledger: Ledger, info: Any, seconds: float) -> dict[str, Any]:
+    """Everything `ask` shows, as one JSON-ready dict."""
+    report = _compute(result, ledger, info)
+    return {
+        "answer": result.answer,
+        "text": result.text,
+        "strategy": result.strategy,
+        "model": ledger.model,
+        "votes": dict(result.votes),
+        "candidates": [dataclasses.asdict(c) for c in result.candidates],
+        "usage_by_role": {role: u.to_dict() for role, u in result.usage_by_role.items()},
+        "usage": result.usage.to_dict(),
+        "compute": report.to_dict() if report else None,
+        "usd": ledger.usd,
+        "seconds": seconds,
+        "budget_exhausted": result.budget_exhausted,
+        "trace": [dict(step) for step in result.trace],
+    }
+
+
+def _answer_panel(result: Result, model: str, seconds: float) -> Panel:
+    answer = result.answer if result.answer is not None else "[yellow](no answer found)[/]"
+    text = result.text if len(result.text) <= _TEXT_SHOWN else "..." + result.text[-_TEXT_SHOWN:]
+    body = f"[bold]{answer}[/]" + (f"\n\n[dim]{escape(text.strip())}[/]" if text.strip() else "")
+    if result.budget_exhausted:
+        body += "\n\n[yellow]budget exhausted: this is the best answer found before it ran out[/]"
+    return Panel(body, title="answer", subtitle=f"{result.strategy} on {model}, {seconds:.1f}s", expand=False)
+
+
+def _candidates_table(result: Result) -> Table:
+    table = Table(title="candidates")
+    for column in ("#", "answer", "votes", "score", "tokens", "finish"):
+        table.add_column(column, justify="right" if column not in ("answer", "finish") else "left")
+    for i, c in enumerate(result.candidates):
+        mark = " [green]<[/]" if c.answer is not None and c.answer == result.answer else ""
+        votes = result.votes.get(c.answer) if c.answer is not None else None
+        table.add_row(str(i), escape(str(c.answer)) + mark, "" if votes is None else f"{votes:g}",
+                      "" if c.score is None else f"{c.score:.3f}", str(c.completion_tokens), c.finish_reason)
+    return table
+
+
+def _usage_table(result: Result) -> Table:
+    table = Table(title="usage by role")
+    columns = ("prompt_tokens", "cached_tokens", "completion_tokens", "thinking_tokens", "calls", "seconds")
+    table.add_column("role")
+    for column in columns:
+        table.add_column(column.removesuffix("_tokens"), justify="right")
+    rows = [*result.usage_by_role.items(), ("total", result.usage)]
+    for role, usage in rows:
+        values = usage.to_dict()
+        table.add_row(role, *(f"{values[c]:.2f}" if c == "seconds" else f"{values[c]:,}" for c in columns))
+    return table
+
+
+def render(out: Console, result: Result, ledger: Ledger, info: Any, seconds: float) -> None:
+    """Print the answer panel, the candidates, the usage by role, and the compute and dollar cost."""
+    out.print(_answer_panel(result, ledger.model, seconds))
+    if result.candidates:
+        out.print(_candidates_table(result))
+    out.print(_usage_table(result))
+    report = _compute(result, ledger, info)
+    cost = f"dollars: ${ledger.usd:.6f}"
+    if report is not None:
+        cost = (f"FLOPs: {report.flops:.3e} (prefill {report.prefill_flops:.2e}, decode {report.decode_flops:.2e})"
+                f"  bytes moved: {report.bytes_moved:.3e}  " + cost)
+    out.print(cost + f"  seconds: {seconds:.2f}" + ("  [yellow]budget exhausted[/]" if result.budget_exhausted else ""))

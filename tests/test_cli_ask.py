@@ -1,0 +1,119 @@
+"""`ponder ask` and `ponder strategies` through Typer's CliRunner, on a scripted backend."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ponder import ScriptedBackend
+from ponder.cli import app
+from ponder.cli import ask as ask_module
+from ponder.errors import InvalidParameter
+from ponder.strategies.adaptive_consistency import AdaptiveConsistency
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    """A scripted backend answering 4, 5, 5, 4, 5, ... in turn; `open_backend` returns it."""
+    answers = iter(["4", "5", "5", "4", "5", "5", "4", "5"] * 4)
+    scripted = ScriptedBackend(lambda call, i: f"Two plus three. The answer is {next(answers)}.")
+    opened = []
+
+    def fake_open(spec, **kwargs):
+        opened.append((spec, kwargs))
+        return scripted
+
+    monkeypatch.setattr(ask_module, "open_backend", fake_open)
+    scripted.opened = opened
+    return scripted
+
+
+def test_ask_votes_and_prints_answer_candidates_usage_and_cost(backend):
+    out = runner.invoke(app, ["ask", "What is 2+3?", "--n", "3", "--seed", "7"])
+    assert out.exit_code == 0, out.output
+    assert backend.calls[0].params.n == 3 and backend.calls[0].params.seed == 7
+    assert backend.opened == [("qwen2.5-coder-1.5b", {})]
+    for shown in ("answer", "self_consistency", "candidates", "usage by role", "policy", "FLOPs", "dollars"):
+        assert shown in out.output
+    assert "4" in out.output and "5" in out.output
+
+
+def test_ask_json_reports_the_result_and_usage(backend):
+    out = runner.invoke(app, ["ask", "Q?", "-n", "3", "--json", "--threads", "1"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["answer"] == "5" and data["votes"] == {"4": 1.0, "5": 2.0}
+    assert data["strategy"] == "self_consistency" and len(data["candidates"]) == 3
+    assert data["usage_by_role"]["policy"]["completion_tokens"] == data["usage"]["completion_tokens"] > 0
+    assert data["compute"]["flops"] > 2 * 1_000_000 * data["usage"]["completion_tokens"]
+    assert data["budget_exhausted"] is False
+    assert backend.opened[0][1] == {"n_threads": 1}
+
+
+def test_ask_defaults_to_greedy_cot_for_one_sample(backend):
+    data = json.loads(runner.invoke(app, ["ask", "Q?", "--json"]).output)
+    assert data["strategy"] == "cot" and data["answer"] == "4"
+    assert backend.calls[0].params.temperature == 0 and backend.calls[0].params.n == 1
+
+
+def test_ask_maps_n_to_n_max_and_sets_other_fields_by_param(backend):
+    out = runner.invoke(app, ["ask", "Q?", "-s", "adaptive_consistency", "-n", "4", "-p", "round_size=2",
+                              "-p", "threshold=0.9", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [c.params.n for c in backend.calls] == [2, 2]
+    assert len(json.loads(out.output)["candidates"]) == 4
+
+
+def test_ask_budget_stops_early_and_says_so(backend):
+    data = json.loads(runner.invoke(app, ["ask", "Q?", "-n", "3", "--budget-tokens", "6", "--json"]).output)
+    assert data["budget_exhausted"] is True and data["usage"]["completion_tokens"] <= 6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-s", "majority"], "unknown strategy"),
+        (["-n", "0", "-s", "self_consistency"], "invalid n=0"),
+        (["-s", "cot", "--verifier", "math"], "--verifier"),
+        (["--budget-tokens", "0"], "budget tokens"),
+        (["-s", "best_of_n", "--verifier", "oracle"], "unknown verifier"),
+        (["-s", "cot", "-p", "beams=3"], "--param"),
+    ],
+)
+def test_ask_bad_input_exits_2_with_the_message_and_no_traceback(backend, args, message):
+    out = runner.invoke(app, ["ask", "Q?", *args])
+    assert out.exit_code == 2
+    assert message in out.output and "Traceback" not in out.output
+    assert backend.calls == []
+
+
+def test_build_strategy_reads_param_values_by_field_type():
+    built = ask_module.build_strategy("adaptive_consistency", {"n": 6}, ["threshold=0.9", "logprobs=false"])
+    assert built == AdaptiveConsistency(n_max=6, threshold=0.9, logprobs=False)
+    assert ask_module.build_strategy("revision", {}, ["select=vote"]).select == "vote"
+    with pytest.raises(InvalidParameter, match="does not take it"):
+        ask_module.build_strategy("revision", {"n": 3})
+
+
+def test_strategies_lists_every_registered_strategy_with_its_paper():
+    out = runner.invoke(app, ["strategies"])
+    assert out.exit_code == 0, out.output
+    for name in ("cot", "self_consistency", "best_of_n", "adaptive_consistency", "revision", "program_aided"):
+        assert name in out.output
+    assert "Wang et al. 2022" in out.output and "n_max=16" in out.output
+
+
+def test_strategies_shows_a_broken_strategy_in_its_row(monkeypatch):
+    from ponder.registry import STRATEGIES
+
+    monkeypatch.setitem(STRATEGIES._entries, "broken_one", "ponder.strategies.no_such_module:Nothing")
+    out = runner.invoke(app, ["strategies"])
+    assert out.exit_code == 0 and "broken_one" in out.output and "failed to import" in out.output
+
+
+def test_strategies_detail_shows_field_docstrings():
+    out = runner.invoke(app, ["strategies", "adaptive_consistency"])
+    assert out.exit_code == 0 and "threshold" in out.output and "Aggarwal" in out.output
+    assert runner.invoke(app, ["strategies", "nope"]).exit_code == 2
