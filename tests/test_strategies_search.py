@@ -249,6 +249,7 @@ def test_beam_search_at_budget_keeps_k_candidates_per_step():
     assert BeamSearch(expansions=4).at_budget(1).beam_width == 1
     with pytest.raises(InvalidParameter, match="aggregate"):
         BeamSearch(aggregate="mean")
+    assert BeamSearch(step_delimiter="\\n").step_delimiter == "\n"  # as typed on a command line
 
 
 # -- tournament -----------------------------------------------------------------------------------------------
@@ -320,7 +321,9 @@ def local_backend():
     llamacpp = pytest.importorskip("ponder.backends.llamacpp")
     if not MODEL.exists():
         pytest.skip(f"{MODEL} is not pulled")
-    return llamacpp.LlamaCppBackend(str(MODEL))
+    backend = llamacpp.LlamaCppBackend(MODEL, n_ctx=2048)
+    yield backend
+    backend.close()
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ if none finished, the answer is None and the trace says so.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import inspect
 import math
 import re
@@ -83,7 +84,8 @@ class BeamSearch:
     max_steps: int = 8
     """Most steps before the search stops; beams unfinished by then are discarded (Snell et al. use 40)."""
     step_delimiter: str = "\n\n"
-    """Where one step ends; a blank line, as in Snell et al. 2024 and search-and-learn."""
+    """Where one step ends; a blank line, as in Snell et al. 2024 and search-and-learn. Backslash escapes typed
+    on a command line ("\\n") are decoded."""
     max_step_tokens: int = 128
     """Most tokens per step; a longer step is continued at the next step."""
     temperature: float = 0.8
@@ -110,6 +112,8 @@ class BeamSearch:
             raise InvalidParameter("aggregate", self.aggregate, f"use one of {', '.join(_AGGREGATES)}")
         if self.select not in ("weighted", "max"):
             raise InvalidParameter("select", self.select, 'use "weighted" or "max"')
+        if "\\" in self.step_delimiter:  # `-p step_delimiter='\n'` from a shell arrives as backslash + n
+            object.__setattr__(self, "step_delimiter", codecs.decode(self.step_delimiter, "unicode_escape"))
         if not self.step_delimiter:
             raise InvalidParameter("step_delimiter", self.step_delimiter, 'use a non-empty string such as "\\n\\n"')
 
