@@ -2,7 +2,8 @@
 
 FaultServer answers POSTs on 127.0.0.1 (a free port, in a thread) by following a script of actions, one per
 request, the last repeating: "ok" (a chat completion), "500", "429", "hang" (sleep past the client's timeout),
-"drop" (close the connection halfway through the body), "refuse" (close without answering). It counts requests.
+"drop" (close the connection halfway through the body), "sse_drop" (one
+streamed event, then a dropped connection), "refuse" (close without answering). It counts requests.
 """
 
 from __future__ import annotations
@@ -62,6 +63,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+        elif action == "sse_drop":  # one streamed event, then the connection dies mid-chunked-body
+            self.protocol_version = "HTTP/1.1"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            event = b'data: {"choices": [{"delta": {"content": "hel"}}]}\n\n'
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True

@@ -419,3 +419,30 @@ def test_real_server_prefix_continues_through_completions(llama_url: str) -> Non
     (g,) = run(b.generate(user("Count from 1 to 10."), params, prefix="1, 2, 3, 4,"))
     assert b.prefix_mode == "completions"  # auto: owned_by "me" -> the completions API with the template
     assert g.text.lstrip().startswith("5") and g.logprobs is not None and len(g.logprobs) == g.completion_tokens
+
+
+def test_auto_asks_models_once_under_concurrency() -> None:
+    rec = _models("vllm")
+
+    async def many() -> None:
+        b = backend(rec)
+        await asyncio.gather(*(b.generate(MSGS, SamplingParams(), prefix="p") for _ in range(5)))
+    run(many())
+    assert [r.method for r in rec.requests].count("GET") == 1
+
+
+def test_stream_retries_before_the_first_byte_and_reports_a_broken_stream() -> None:
+    sse = 'data: {"choices": [{"delta": {"content": "ok"}}]}\n\ndata: [DONE]\n\n'
+    rec = Recorder(lambda r, i: httpx.Response(503) if i == 0 else httpx.Response(200, text=sse))
+
+    async def collect(b: OpenAIBackend) -> list[str]:
+        return [d async for d in b.stream(MSGS, SamplingParams())]
+    assert run(collect(backend(rec))) == ["ok"] and len(rec.requests) == 2
+    got: list[str] = []
+
+    async def partial(b: OpenAIBackend) -> None:
+        async for d in b.stream(MSGS, SamplingParams()):
+            got.append(d)
+    with FaultServer(["sse_drop"]) as server, pytest.raises(UpstreamError, match="mid-stream"):
+        run(partial(_fault_backend(server.url)))
+    assert got == ["hel"] and server.requests == 1  # what was shown is kept; a half-shown stream is not retried

@@ -50,7 +50,7 @@ from ponder.backends.openai_wire import (
     stream_delta,
 )
 from ponder.backends.retry import RetryPolicy, Scrubber, send_with_retries
-from ponder.errors import BackendError, InvalidParameter, UpstreamError
+from ponder.errors import InvalidParameter, UpstreamError, UpstreamTimeout
 from ponder.types import Generation, Message, ModelInfo, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class OpenAIBackend:
         self._auto_fallback = False
         self._http: httpx.AsyncClient | None = None
         self._sem: asyncio.Semaphore | None = None
+        self._mode_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
@@ -115,6 +116,7 @@ class OpenAIBackend:
         if self._http is None or self._sem is None or self._loop is not loop:
             self._http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, transport=self._transport)
             self._sem = asyncio.Semaphore(self.max_concurrency)
+            self._mode_lock = asyncio.Lock()
             self._loop = loop
         return self._http, self._sem
 
@@ -155,6 +157,14 @@ class OpenAIBackend:
         """The prefix mode to use; "auto" is resolved once, from /v1/models' owned_by."""
         if not prefix or self.prefix_mode != "auto":
             return self.prefix_mode
+        self._client()
+        assert self._mode_lock is not None
+        async with self._mode_lock:  # concurrent first calls ask /models once
+            if self.prefix_mode != "auto":
+                return self.prefix_mode
+            return await self._resolve_auto()
+
+    async def _resolve_auto(self) -> PrefixMode:
         owner = await self._owned_by()
         mode = SERVER_PREFIX_MODES.get(owner or "")
         if mode is None:
@@ -175,8 +185,10 @@ class OpenAIBackend:
         try:
             response = await send_with_retries(send, self.policy, self._scrub, f"GET {self.base_url}/models")
             models = response.json().get("data") or []
-        except (BackendError, ValueError, AttributeError):
-            return None
+        except UpstreamTimeout:
+            raise  # the server is down or stuck: asking it to generate would fail the same way
+        except (UpstreamError, ValueError, AttributeError):
+            return None  # no usable /models: an unknown server
         mine = [m for m in models if m.get("id") == self.model] or models
         return str(mine[0].get("owned_by", "")).lower() if mine else None
 
