@@ -73,7 +73,11 @@ def resolve_verifier(spec: object, backend: object) -> Verifier:
 
 @dataclass(frozen=True)
 class BeamSearch:
-    """Verifier-guided step-level search: beam search (Snell et al. 2024) or DVTS (Beeching et al. 2024)."""
+    """Verifier-guided step-level search: beam search (Snell et al. 2024) or DVTS (Beeching et al. 2024).
+
+    Beam search stops once `beam_width` candidates have finished (or no beam is left, or `max_steps`); DVTS stops
+    when every subtree's best child has finished. All finished candidates then compete in the final selection.
+    """
 
     name: ClassVar[str] = "beam_search"
 
