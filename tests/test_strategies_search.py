@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ponder.backends.scripted import ScriptedBackend
-from ponder.errors import InvalidParameter
+from ponder.errors import InvalidParameter, VerifierError
 from ponder.ledger import Budget, Ledger
 from ponder.registry import VERIFIERS
 from ponder.strategies.beam_search import BeamSearch, has_final_answer
@@ -198,6 +198,12 @@ def test_beam_search_out_of_budget_returns_the_best_finished_so_far_marked():
     result, _ = solve(strategy, backend, budget=Budget(calls=2))
     assert result.budget_exhausted and result.answer == "8"
     assert len(backend.calls) == 2
+
+
+def test_beam_search_names_a_verifier_that_returns_the_wrong_number_of_scores():
+    strategy = BeamSearch(beam_width=1, expansions=2, verifier=lambda problem, cands: [0.5])
+    with pytest.raises(VerifierError, match="one Score per candidate"):
+        solve(strategy, ScriptedBackend(lambda call, i: "step\n\n"))
 
 
 class RecordingBackend(ScriptedBackend):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from ponder.answers import answer_of
-from ponder.errors import BudgetExhausted, InvalidParameter
+from ponder.errors import BudgetExhausted, InvalidParameter, VerifierError
 from ponder.ledger import Ledger
 from ponder.registry import VERIFIERS
 from ponder.types import Candidate, Generation, Message, Problem, Result, SamplingParams
@@ -194,6 +194,9 @@ class BeamSearch:
             scores = await verifier.score(problem, [c.text for c in children])
         except BudgetExhausted:
             return [replace(c, step_scores=c.step_scores or (0.0,)) for c in children if c.finished], True
+        if len(scores) != len(children):
+            raise VerifierError(f"the step verifier returned {len(scores)} scores for {len(children)} partial "
+                                "solutions; it must return one Score per candidate, in order")
         scored = [replace(c, step_scores=(*c.step_scores, s.value)) for c, s in zip(children, scores, strict=True)]
         return scored, False
 

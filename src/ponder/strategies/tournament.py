@@ -128,7 +128,7 @@ class Tournament:
     async def _match(problem: Problem, judge: PairwiseJudge, a: str, b: str) -> tuple[float, float]:
         """Judge the pair in both orders, concurrently: (P(a > b) with a first, P(b > a) with b first)."""
         p_ab, p_ba = await asyncio.gather(judge.compare(problem, a, b), judge.compare(problem, b, a))
-        return float(p_ab), float(p_ba)
+        return _probability(p_ab), _probability(p_ba)
 
     @staticmethod
     def _answer(problem: Problem, text: str) -> str | None:
@@ -142,3 +142,8 @@ def _entrants(gens: Sequence[Generation]) -> list[int]:
     """Indices that enter the bracket: complete responses, or all of them if every one was cut off."""
     complete = [i for i, g in enumerate(gens) if g.finish_reason == "stop"]
     return complete or list(range(len(gens)))
+
+
+def _probability(judged: object) -> float:
+    """A judge's verdict as P(first better): a float, or a Score's value."""
+    return float(getattr(judged, "value", judged))  # type: ignore[arg-type]
