@@ -99,3 +99,66 @@ def test_math_without_reference_or_checker_is_a_clear_error():
 def test_math_score_values_are_scores():
     (score,) = run(MathVerifier().score(Problem("p", "q", answer="2"), ["1 + 1 = 2"]))
     assert isinstance(score, Score) and score.value == 1.0
+
+
+# ---- code ------------------------------------------------------------------------------------------------------
+
+from ponder.verifiers.code import CodeVerifier, build_program, extract_code  # noqa: E402
+
+HUMANEVAL_0 = {
+    "prompt": 'from typing import List\n\n\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n'
+              '    """ Check if in given list of numbers, are any two numbers closer to each other than\n'
+              '    given threshold.\n    """\n',
+    "test": "\n\nMETADATA = {}\n\n\ndef check(candidate):\n"
+            "    assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3) == True\n"
+            "    assert candidate([1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.05) == False\n"
+            "    assert candidate([1.1, 2.2, 3.1, 4.1, 5.1], 1.0) == True\n",
+    "entry_point": "has_close_elements",
+}
+COMPLETION = ("    for i, a in enumerate(numbers):\n        for j, b in enumerate(numbers):\n"
+              "            if i != j and abs(a - b) < threshold:\n                return True\n    return False\n")
+WHOLE = ("Here you go:\n```python\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+         + COMPLETION + "```\nThis is O(n^2).")
+code_problem = Problem("HumanEval/0", HUMANEVAL_0["prompt"], kind="code", metadata=HUMANEVAL_0)
+
+
+def test_code_passes_a_completion_and_a_whole_function_in_a_fence():
+    wrong = "    return False\n"
+    scores = run(CodeVerifier(timeout_s=10).score(code_problem, [COMPLETION, WHOLE, wrong]))
+    assert [s.value for s in scores] == [1.0, 1.0, 0.0]
+    assert "AssertionError" in scores[2].detail
+
+
+def test_code_fails_hostile_candidates_and_carries_on():
+    hostile = [
+        "    while True:\n        pass\n",
+        "    x = bytearray(10 * 1024 ** 3)\n    return True\n",
+        "    import os\n    while True:\n        os.fork()\n",
+        "    import socket\n    socket.create_connection(('1.1.1.1', 80), timeout=1)\n    return True\n",
+        "    return undefined_name\n",
+        "    import sys\n    sys.exit(0)\n",  # exits 0 before the tests run...
+    ]
+    start = time.monotonic()
+    scores = run(CodeVerifier(timeout_s=2.0, memory_mb=256).score(code_problem, hostile))
+    assert time.monotonic() - start < 40
+    assert [s.value for s in scores] == [0.0] * 6
+    assert scores[0].detail == "failed: timeout"
+    assert scores[1].detail == "failed: memory limit"
+    assert "NameError" in scores[4].detail
+    # ...which passes under plain exit-status grading; the end-of-tests marker catches it
+    assert scores[5].detail == "failed: exited before the tests finished"
+    # and a good candidate still passes afterwards
+    assert run(CodeVerifier().score(code_problem, [COMPLETION]))[0].value == 1.0
+
+
+def test_extract_code_prefers_the_block_defining_the_entry_point():
+    text = "```python\nimport math\n```\nthen\n```py\ndef f(x):\n    return x\n```"
+    assert extract_code(text, "f").startswith("def f(x)")
+    assert extract_code("    return 1\n", "f") == "    return 1\n"
+    program = build_program(code_problem, WHOLE)
+    assert program.count("def has_close_elements") == 2 and program.rstrip().endswith("check(has_close_elements)")
+
+
+def test_code_without_tests_is_a_clear_error():
+    with pytest.raises(VerifierError, match="test, entry_point"):
+        run(CodeVerifier().score(Problem("x", "q", kind="code", metadata={"prompt": "def f():\n"}), ["pass"]))
