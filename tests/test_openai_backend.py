@@ -446,3 +446,18 @@ def test_stream_retries_before_the_first_byte_and_reports_a_broken_stream() -> N
     with FaultServer(["sse_drop"]) as server, pytest.raises(UpstreamError, match="mid-stream"):
         run(partial(_fault_backend(server.url)))
     assert got == ["hel"] and server.requests == 1  # what was shown is kept; a half-shown stream is not retried
+
+
+@pytest.mark.slow
+def test_real_llama_cpp_python_opens_a_new_turn_after_a_trailing_assistant_message(llama_url: str) -> None:
+    """Why auto picks the completions API there: its chat endpoint closes the prefill turn and opens another."""
+    msgs = (Message("system", "You count."), Message("user", "Count from 1 to 10."))
+    params = SamplingParams(max_tokens=1, temperature=0.0)
+
+    async def prompt_tokens(mode: str) -> int:
+        b = OpenAIBackend(llama_url, "smollm2", timeout=120, prefix_mode=mode, render=chatml)  # type: ignore[arg-type]
+        (g,) = await b.generate(msgs, params, prefix="1, 2, 3, 4,")
+        return g.usage.prompt_tokens
+    prefill, completions = run(prompt_tokens("assistant_prefill")), run(prompt_tokens("completions"))
+    # "<|im_end|>\n<|im_start|>assistant\n" was added after the prefix: a new turn, not a continuation
+    assert prefill - completions >= 4, (prefill, completions)
