@@ -134,15 +134,15 @@ def subset_correct(pool: PoolView, idx: Sequence[int], answer: str | None) -> bo
 
 def expected_vote_accuracy(pool: PoolView, k: int, vote: Vote, seed: int = 0, key: str = "") -> float:
     """E[vote over a uniform k-subset is correct]: exact by enumeration, else a fixed-seed estimate."""
+    rows = [tuple(r) for r in k_subsets(len(pool), k, seed=subset_seed(seed, key, k)).tolist()]
+    if vote is not vote_majority:
+        return sum(subset_correct(pool, idx, vote(pool, idx)) for idx in rows) / len(rows)
+    # A majority vote depends only on the answers (and their grades), which repeat: vote once per pattern.
     memo: dict[tuple[object, ...], bool] = {}
-    total = 0.0
-    rows = k_subsets(len(pool), k, seed=subset_seed(seed, key, k))
-    for row in rows:
-        idx = tuple(int(i) for i in row)
-        # Majority needs only the answers; score-based votes need the scores as well.
-        sig: tuple[object, ...] = tuple((pool.answers[i], pool.correct[i]) for i in idx)
-        if vote is not vote_majority:
-            sig = idx
+    graded = list(zip(pool.answers, pool.correct, strict=True))
+    total = 0
+    for idx in rows:
+        sig = tuple(graded[i] for i in idx)
         hit = memo.get(sig)
         if hit is None:
             hit = memo[sig] = subset_correct(pool, idx, vote(pool, idx))
