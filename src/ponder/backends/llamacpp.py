@@ -8,6 +8,7 @@ cache and sampling live in scheduler.py, which runs on its own thread and owns t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -30,10 +31,8 @@ class _AsyncSink:
         self.future: asyncio.Future[list[Generation]] = loop.create_future()
 
     def _call(self, fn: Any, *args: Any) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody is waiting
             self.loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:
-            pass  # the caller's loop is gone: nobody is waiting
 
     def _resolve(self, value: Any, error: BaseException | None) -> None:
         if not self.future.done():
