@@ -40,6 +40,12 @@ class FakeStore:
     def results(self):
         return self._results
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
 
 @pytest.fixture(scope="module")
 def rows():
@@ -207,3 +213,41 @@ def test_report_of_a_run_without_verifier_scores_or_search(tmp_path):
     assert s["best_of_n_at_k"] == {} and math.isfinite(s["best_accuracy"])
     assert "n/a" in files.summary_md.read_text()
     assert shutil.which("true")  # the environment can run subprocesses (used by the chromium test)
+
+
+def _real_store(tmp_path, rows):
+    store_module = pytest.importorskip("ponder.experiments.store")
+    from ponder.types import Problem
+
+    problems, samples, results = rows
+    run = tmp_path / "run"
+    with store_module.Store.create(run, CONFIG) as store:
+        store.add_problems([Problem(p.problem_id, p.question, p.reference) for p in problems])
+        store.add_samples(samples)
+        for r in results:
+            store.add_result(r)
+    return run
+
+
+def test_cli_report_from_a_real_store_matches_the_rows(rows, report, tmp_path):
+    run = _real_store(tmp_path, rows)
+    result = CliRunner().invoke(app, ["report", str(run)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    stored = json.loads((run / "report" / "summary.json").read_text())
+    _, _, results = rows
+    assert stored["greedy_accuracy"] == pytest.approx(np.mean([r.correct for r in results if r.strategy == "cot"]))
+    for key, value in report.summary.items():  # the same figures as from the rows in memory
+        assert stored[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+
+
+def test_cli_on_a_corrupt_store_file_exits_2(rows, tmp_path):
+    run = _real_store(tmp_path, rows)
+    db = next(run.glob("*.sqlite"))
+    for extra in run.glob("*.sqlite-*"):  # the WAL and shared-memory files
+        extra.unlink()
+    db.write_bytes(b"this is not SQLite at all" * 100)
+    result = CliRunner().invoke(app, ["report", str(run)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "corrupt" in result.output and "Traceback" not in result.output
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")], env={"COLUMNS": "200"})
+    assert missing.exit_code == 2 and "no run store" in missing.output

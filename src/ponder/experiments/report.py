@@ -42,8 +42,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
     from ponder.experiments.store import Store
 
     run_dir = Path(run_dir)
-    store = Store.open(run_dir)
-    return build_report(store, Path(out_dir) if out_dir else run_dir / "report", stopping_point, run_dir.name)
+    with Store.open(run_dir) as store:
+        return build_report(store, Path(out_dir) if out_dir else run_dir / "report", stopping_point, run_dir.name)
 
 
 def build_report(store: Any, folder: Path, stopping_point: StoppingPoint | None = None,
