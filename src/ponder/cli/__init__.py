@@ -15,3 +15,4 @@ app = typer.Typer(
 from ponder.cli import models  # noqa: E402,F401,I001
 from ponder.cli import ask, strategies  # noqa: E402,F401
 from ponder.cli import report  # noqa: E402,F401,I001
+from ponder.cli import bench  # noqa: E402,F401
