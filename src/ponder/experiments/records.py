@@ -57,6 +57,8 @@ class ResultRow:
     usage_by_role: dict[str, Usage] = field(default_factory=dict)
     seconds: float = 0.0
     trace: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    """The chosen response's full text (for inspection; grading already happened)."""
 
 
 def generated_tokens(usage_by_role: dict[str, Usage]) -> int:

@@ -1,0 +1,202 @@
+"""The run store: one SQLite file per sweep (WAL mode), one row per sample or search result, resumable.
+
+Tables: `run` (the sweep's config as JSON: task, model and its sha256, sampling parameters, prompts, seeds,
+ponder version), `problems` (id, the prompt sent, reference, metadata), `samples` (pool rows, UNIQUE(problem_id,
+pool, idx)) and `results` (search/greedy rows, UNIQUE(problem_id, strategy, budget)). Every write is one
+transaction, committed before the next unit starts, so a process killed at any moment (kill -9 included) loses
+only the unit in flight; the UNIQUE keys make a unit impossible to store twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ponder.errors import StoreError
+from ponder.experiments.records import ProblemRow, ResultRow, SampleRow
+from ponder.types import Problem, Usage
+
+SCHEMA_VERSION = 1
+STORE_FILE = "store.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS problems (
+    problem_id TEXT PRIMARY KEY, position INTEGER NOT NULL, question TEXT NOT NULL, reference TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS samples (
+    problem_id TEXT NOT NULL, pool TEXT NOT NULL, idx INTEGER NOT NULL, seed INTEGER NOT NULL, text TEXT NOT NULL,
+    answer TEXT, correct INTEGER NOT NULL, score REAL, finish_reason TEXT NOT NULL, usage TEXT NOT NULL,
+    completion_tokens INTEGER NOT NULL, seconds REAL NOT NULL,
+    UNIQUE (problem_id, pool, idx));
+CREATE TABLE IF NOT EXISTS results (
+    problem_id TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, answer TEXT, correct INTEGER NOT NULL,
+    finish_reason TEXT NOT NULL, budget_exhausted INTEGER NOT NULL, usage TEXT NOT NULL,
+    completion_tokens INTEGER NOT NULL, seconds REAL NOT NULL, trace TEXT NOT NULL, text TEXT NOT NULL DEFAULT '',
+    UNIQUE (problem_id, strategy, budget));
+"""
+_TABLES = {"run", "problems", "samples", "results"}
+
+
+def store_path(path: str | Path) -> Path:
+    """A run folder holds `store.sqlite`; a path ending in .sqlite/.db is the file itself."""
+    p = Path(path)
+    return p if p.suffix in (".sqlite", ".db") else p / STORE_FILE
+
+
+def _usage_json(usage_by_role: Mapping[str, Usage]) -> str:
+    return json.dumps({role: u.to_dict() for role, u in sorted(usage_by_role.items())})
+
+
+def _usage_of(text: str) -> dict[str, Usage]:
+    return {role: Usage(**fields) for role, fields in json.loads(text).items()}
+
+
+def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """Human-readable `key: stored -> given` lines for every setting that differs."""
+    keys = sorted(set(stored) | set(given))
+    return [f"{k}: {stored.get(k)!r} -> {given.get(k)!r}" for k in keys if stored.get(k) != given.get(k)]
+
+
+class Store:
+    """A sweep's SQLite store. Only the sweep driver writes; curves and reports read rows."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path, self._conn = path, conn
+
+    # -- opening ----------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, config: Mapping[str, Any]) -> Store:
+        """A new store at `path` (a run folder); refuses to overwrite an existing one."""
+        file = store_path(path)
+        if file.exists():
+            raise StoreError(f"{file} already exists; resume it with --resume {path}, or choose a new --out")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(file, cls._connect(file))
+        with store._conn:
+            store._conn.executescript(_SCHEMA)
+            store._conn.executemany("INSERT INTO run VALUES (?, ?)", [
+                ("schema_version", str(SCHEMA_VERSION)), ("config", json.dumps(dict(config), sort_keys=True))])
+        return store
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """An existing store; StoreError if it is missing, not SQLite, damaged, or not a ponder store."""
+        file = store_path(path)
+        if not file.is_file():
+            raise StoreError(f"no run store at {file}; start a run with `ponder sweep --out {path}`")
+        try:
+            conn = cls._connect(file)
+            check = conn.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{file} is corrupt or not a ponder store ({exc}); "
+                             "start a new run with another --out") from None
+        if check != "ok" or not tables >= _TABLES:
+            conn.close()
+            detail = check if check != "ok" else f"missing tables {sorted(_TABLES - tables)}"
+            raise StoreError(f"{file} is corrupt or not a ponder store ({detail}); start a new run with another --out")
+        store = cls(file, conn)
+        store.config  # noqa: B018 - validate the config row now, not at first use
+        return store
+
+    @staticmethod
+    def _connect(file: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(file)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # WAL + FULL: a committed unit survives kill -9 and power loss
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the run ---------------------------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        row = self._conn.execute("SELECT value FROM run WHERE key='config'").fetchone()
+        try:
+            config = json.loads(row[0]) if row else None
+        except json.JSONDecodeError:
+            config = None
+        if not isinstance(config, dict):
+            raise StoreError(f"{self.path} has no readable run config; it is corrupt: start a new run")
+        return config
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def add_problems(self, problems: Sequence[Problem]) -> None:
+        """Record the problems (prompt as sent, reference, metadata); existing ones are left alone."""
+        with self._conn:
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO problems VALUES (?, ?, ?, ?, ?)",
+                [(p.id, i, p.question, p.answer, json.dumps(dict(p.metadata), default=str))
+                 for i, p in enumerate(problems)])
+
+    def add_samples(self, rows: Iterable[SampleRow]) -> None:
+        """All of one unit's pool samples in one transaction: all are stored, or none."""
+        with self._conn:
+            self._conn.executemany(
+                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.problem_id, r.pool, r.index, r.seed, r.text, r.answer, int(r.correct), r.score,
+                  r.finish_reason, _usage_json(r.usage_by_role),
+                  sum(u.completion_tokens for u in r.usage_by_role.values()), r.seconds) for r in rows])
+
+    def add_sample(self, row: SampleRow) -> None:
+        self.add_samples([row])
+
+    def add_result(self, row: ResultRow) -> None:
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.problem_id, row.strategy, row.budget, row.answer, int(row.correct), row.finish_reason,
+                 int(row.budget_exhausted), _usage_json(row.usage_by_role),
+                 sum(u.completion_tokens for u in row.usage_by_role.values()), row.seconds,
+                 json.dumps(row.trace, default=str), row.text))
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def problems(self) -> list[ProblemRow]:
+        rows = self._conn.execute("SELECT problem_id, question, reference FROM problems ORDER BY position")
+        return [ProblemRow(*r) for r in rows]
+
+    def problem_ids(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT problem_id FROM problems ORDER BY position")]
+
+    def samples(self) -> list[SampleRow]:
+        rows = self._conn.execute(
+            "SELECT s.problem_id, pool, idx, seed, text, answer, correct, score, finish_reason, usage, seconds "
+            "FROM samples s JOIN problems p USING (problem_id) ORDER BY p.position, pool, idx")
+        return [SampleRow(pid, pool, idx, seed, text, answer, bool(ok), score, fin, _usage_of(usage), secs)
+                for pid, pool, idx, seed, text, answer, ok, score, fin, usage, secs in rows]
+
+    def results(self) -> list[ResultRow]:
+        rows = self._conn.execute(
+            "SELECT r.problem_id, strategy, budget, answer, correct, finish_reason, budget_exhausted, usage, "
+            "seconds, trace, text FROM results r JOIN problems p USING (problem_id) "
+            "ORDER BY p.position, strategy, budget")
+        return [ResultRow(pid, strat, budget, answer, bool(ok), fin, bool(ex), _usage_of(usage), secs,
+                          json.loads(trace), text)
+                for pid, strat, budget, answer, ok, fin, ex, usage, secs, trace, text in rows]
+
+    def done_keys(self) -> set[tuple[Any, ...]]:
+        """Keys of finished units: ("pool", problem_id, pool) and ("result", problem_id, strategy, budget)."""
+        pools = self._conn.execute("SELECT DISTINCT problem_id, pool FROM samples")
+        results = self._conn.execute("SELECT problem_id, strategy, budget FROM results")
+        return {("pool", *r) for r in pools} | {("result", *r) for r in results}
+
+    def truncation(self) -> tuple[int, int]:
+        """(rows that hit max_tokens, all rows), samples and results together."""
+        cut = total = 0
+        for table in ("samples", "results"):
+            c, t = self._conn.execute(
+                f"SELECT COALESCE(SUM(finish_reason = 'length'), 0), COUNT(*) FROM {table}").fetchone()
+            cut, total = cut + c, total + t
+        return cut, total

@@ -1,0 +1,95 @@
+"""The Task protocol, and grading: how a response to a problem is judged correct.
+
+A task yields problems in a deterministic order; each carries what is needed to grade it (a reference answer,
+unit tests in metadata, or a picklable `checker`), so a work unit shipped to another process can grade without
+the task object. Math answers are compared by `ponder.verifiers.math.is_correct`; programs are run by the
+sandboxed `ponder.verifiers.code.CodeVerifier`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from ponder.answers import answer_of
+from ponder.types import Problem
+
+TaskKind = Literal["math", "code", "open"]
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: str
+    """The task's spec, as given to `load_task` ("gsm8k", "reasoning_gym:chain_sum", ...)."""
+    kind: TaskKind
+
+    def problems(self, limit: int | None = None, seed: int = 0) -> list[Problem]:
+        """The first `limit` problems (all when None), always in the same order for the same seed."""
+        ...
+
+
+@dataclass(frozen=True)
+class MathChecker:
+    """Grades a response (or a bare answer) against a reference value, with the math verifier."""
+
+    reference: str
+
+    def __call__(self, text: str) -> bool:
+        from ponder.verifiers.math import is_correct
+
+        return bool(is_correct(text, self.reference))
+
+
+def answer(problem: Problem, text: str) -> str | None:
+    """The extracted, normalised answer of `text` (None for programs, which have no single answer)."""
+    if problem.kind == "code":
+        return None
+    extract = problem.metadata.get("answer_tag")
+    if extract:
+        tagged = _between(text, f"<{extract}>", f"</{extract}>")
+        if tagged is not None:
+            from ponder.answers import normalize
+
+            return normalize(tagged)
+    return answer_of(text)
+
+
+async def grade(problem: Problem, text: str) -> bool:
+    """True when `text` answers `problem` correctly: the problem's checker, else the default for its kind."""
+    if problem.checker is not None:
+        return bool(problem.checker(text))
+    if problem.kind == "code":
+        from ponder.verifiers.code import CodeVerifier
+
+        (score,) = await CodeVerifier().score(problem, [text])
+        return score.value >= 1.0
+    if problem.kind == "math" and problem.answer is not None:
+        return MathChecker(problem.answer)(text)
+    return False
+
+
+def _between(text: str, start: str, end: str) -> str | None:
+    """The content of the last start...end span of `text`."""
+    i = text.rfind(start)
+    if i < 0:
+        return None
+    j = text.find(end, i + len(start))
+    return text[i + len(start): j if j >= 0 else len(text)].strip()
+
+
+def reference_of(solution: str) -> str:
+    """The final value of a GSM8K-style solution ("... #### 72")."""
+    return solution.rsplit("####", 1)[-1].strip().replace(",", "")
+
+
+NUMBER_INSTRUCTION = (
+    "Solve the problem. Think step by step, briefly, then give the final answer as a plain number "
+    "(no units) in \\boxed{}."
+)
+"""Appended to word problems with a numeric answer. "Briefly" keeps GSM8K solutions well inside 512 tokens."""
+MATH_INSTRUCTION = "Solve the problem. Think step by step, briefly, then give the final answer in \\boxed{}."
+
+
+def math_prompt(question: str, instruction: str = NUMBER_INSTRUCTION) -> str:
+    """The text sent to the model: the question, then how to answer."""
+    return f"{question.strip()}\n\n{instruction}"
