@@ -162,3 +162,141 @@ def test_extract_code_prefers_the_block_defining_the_entry_point():
 def test_code_without_tests_is_a_clear_error():
     with pytest.raises(VerifierError, match="test, entry_point"):
         run(CodeVerifier().score(Problem("x", "q", kind="code", metadata={"prompt": "def f():\n"}), ["pass"]))
+
+
+# ---- self-evaluation -------------------------------------------------------------------------------------------
+
+from ponder.backends.scripted import Reply, ScriptedBackend  # noqa: E402
+from ponder.ledger import Ledger  # noqa: E402
+from ponder.types import Generation, TokenLogprob  # noqa: E402
+from ponder.verifiers.judge import JudgeVerifier, parse_judge_score  # noqa: E402
+from ponder.verifiers.self_eval import SelfEvalVerifier, choice_probability  # noqa: E402
+
+math_problem = Problem("m", "What is 2 + 3?", answer="5")
+
+
+def _gen(text, top=None, lp=-0.1):
+    return Generation(text, "stop", 1, (TokenLogprob(text, lp, top or {}),))
+
+
+def test_choice_probability_reads_and_normalises_yes_and_no():
+    p = choice_probability(_gen("Yes", {"Yes": -0.2, " yes": -2.0, "No": -1.5, "The": -3.0}), "yes", "no")
+    yes = 2.718281828 ** -0.2 + 2.718281828 ** -2.0
+    assert p == pytest.approx(yes / (yes + 2.718281828 ** -1.5), rel=1e-6)
+    # "No" missing from the alternatives: its probability is bounded by the least likely listed one
+    only_yes = choice_probability(_gen("Yes", {"Yes": -0.05, "Sure": -4.0}), "yes", "no")
+    assert 0.9 < only_yes < 1.0
+    # no logprobs at all: the sampled word decides
+    assert choice_probability(Generation("No.", "stop", 1), "yes", "no") == 0.0
+    assert choice_probability(Generation("Answer", "stop", 1), "a", "b") is None
+
+
+def test_self_eval_asks_one_greedy_token_with_alternatives_and_scores_p_yes():
+    backend = ScriptedBackend([
+        Reply("Yes", logprob=-0.1, top_logprobs={"Yes": -0.1, "No": -2.5}),
+        Reply("No", logprob=-0.3, top_logprobs={" no": -0.3, " yes": -1.5}),
+    ])
+    scores = run(SelfEvalVerifier(backend).score(math_problem, ["2 + 3 = \\boxed{5}", "2 + 3 = \\boxed{6}"]))
+    assert scores[0].value > 0.9 and scores[1].value < 0.3
+    assert [s.answer for s in scores] == ["5", "6"]
+    call = backend.calls[0]
+    assert call.params.max_tokens == 1 and call.params.temperature == 0 and call.params.logprobs
+    assert call.params.top_logprobs == 5
+    assert "2 + 3 = \\boxed{5}" in call.last_user and "may be partial" in call.last_user
+    assert "What is 2 + 3?" in call.last_user
+
+
+def test_self_eval_tokens_are_metered_as_verifier():
+    ledger = Ledger()
+    backend = ScriptedBackend(lambda call, i: Reply("Yes", top_logprobs={"Yes": -0.1, "No": -3.0}))
+    run(SelfEvalVerifier(ledger.meter(backend, "verifier")).score(math_problem, ["a", "b", "c"]))
+    usage = ledger.usage_by_role
+    assert usage["verifier"].calls == 3 and usage["verifier"].completion_tokens == 3
+    assert "policy" not in usage or usage["policy"].calls == 0
+
+
+def test_self_eval_scores_each_step_prefix():
+    backend = ScriptedBackend(lambda call, i: Reply("Yes" if "bad" not in call.last_user else "No", logprob=-0.01))
+    scores = run(SelfEvalVerifier(backend).score_steps(math_problem, "Step 1: 2+3\n\nStep 2: bad\n\nStep 3: 5"))
+    assert [round(s.value, 2) for s in scores] == [0.99, 0.01, 0.01]
+    assert "Step 3" in backend.calls[2].last_user and "Step 3" not in backend.calls[1].last_user
+
+
+def test_self_eval_without_a_yes_or_no_is_neutral_and_says_so():
+    backend = ScriptedBackend([Reply("Maybe", top_logprobs={"Maybe": -0.1, "Perhaps": -2.0})])
+    (score,) = run(SelfEvalVerifier(backend).score(math_problem, ["x"]))
+    assert score.value == 0.5 and "Maybe" in score.detail
+
+
+# ---- judge -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("reply", "n"),
+    [
+        ("Clear and right.\nScore: 8", 8.0),
+        ("**Score:** 7/10", 7.0),
+        ("I would say 6 out of 10.", 6.0),
+        ("score = 3\nActually, Score: 9", 9.0),
+        ("9", 9.0),
+        ("Score: 42", None),
+        ("It is quite good.", None),
+        ("", None),
+    ],
+)
+def test_parse_judge_score(reply, n):
+    assert parse_judge_score(reply) == n
+
+
+def test_judge_scores_and_handles_unparseable_replies():
+    backend = ScriptedBackend(["Correct.\nScore: 10", "Wrong sum.\nScore: 1", "Looks fine to me!"])
+    scores = run(JudgeVerifier(backend, rubric="arithmetic").score(math_problem, ["5", "6", "7"]))
+    assert [s.value for s in scores] == [1.0, 0.0, 0.0]
+    assert scores[2].detail.startswith("unparseable judge reply") and "Looks fine" in scores[2].detail
+    assert "arithmetic" in backend.calls[0].last_user and "Score: N" in backend.calls[0].last_user
+    neutral = JudgeVerifier(ScriptedBackend(["no idea"]), unparseable_score=0.5)
+    assert run(neutral.score(math_problem, ["5"]))[0].value == 0.5
+
+
+def test_judge_compare_returns_p_a_better():
+    backend = ScriptedBackend([
+        Reply("A", top_logprobs={"A": -0.2, "B": -1.8}),
+        Reply("B", top_logprobs={" B": -0.05, " A": -3.0}),
+        Reply("Neither"),
+    ])
+    judge = JudgeVerifier(backend)
+    p1 = run(judge.compare(math_problem, "It is 5", "It is 6"))
+    p2 = run(judge.compare(math_problem, "It is 6", "It is 5"))
+    p3 = run(judge.compare(math_problem, "x", "y"))
+    assert 0.7 < p1 < 1.0 and 0.0 < p2 < 0.1 and p3 == 0.5
+    prompt = backend.calls[0].last_user
+    assert prompt.index("It is 5") < prompt.index("It is 6") and "A or B" in prompt
+    assert backend.calls[0].params.max_tokens == 1
+
+
+def test_verifiers_are_found_by_name():
+    from ponder.registry import VERIFIERS
+
+    assert VERIFIERS.get("math") is MathVerifier and VERIFIERS.get("code") is CodeVerifier
+    assert VERIFIERS.get("self_eval") is SelfEvalVerifier and VERIFIERS.get("judge") is JudgeVerifier
+
+
+# ---- a real model ----------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_self_eval_on_the_tiny_model_gives_probabilities():
+    import os
+
+    llamacpp = pytest.importorskip("ponder.backends.llamacpp", reason="the llama.cpp backend is not available yet")
+    path = os.path.expanduser("~/.cache/ponder/models/smollm2-135m.gguf")
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is not downloaded")
+    backend = llamacpp.LlamaCppBackend(path, n_ctx=1024, n_seq_max=2)
+    ledger = Ledger()
+    verifier = SelfEvalVerifier(ledger.meter(backend, "verifier"))
+    try:
+        scores = run(verifier.score(math_problem, ["2 + 3 = 5. The answer is \\boxed{5}.", "2 + 3 = 7. \\boxed{7}"]))
+    finally:
+        backend.close()
+    assert all(0.0 <= s.value <= 1.0 for s in scores)
+    assert all(s.detail.startswith("P(yes)=") for s in scores), [s.detail for s in scores]
+    assert ledger.usage_by_role["verifier"].completion_tokens == 2

@@ -41,14 +41,15 @@ def extract_answer(text: str) -> str | None:
     """The raw final answer in `text`: \\boxed{}, "#### N", "the answer is ...", a bare answer, else the last number.
 
     A bare answer is a short single line with a digit or a LaTeX command and no words ("\\frac{1}{2}",
-    "x = 5"): the whole of it is the answer, so a grader given just an answer does not keep only its last number.
+    "x = 5"): the whole of it (after its last "=") is the answer, so a grader given just an answer does not keep
+    only its last number.
     """
     for found in (_boxed(text), _last(_HASHES, text), _last(_ANSWER_IS, text)):
         if found and found.strip():
             return found.strip()
     bare = text.strip()
     if len(bare) <= 60 and "\n" not in bare and re.search(r"[\d\\]", bare) and not _WORD.search(bare):
-        return bare
+        return bare.rsplit("=", 1)[-1].strip() or bare  # "2 + 3 = 5" answers 5
     numbers = _NUMBER.findall(text)
     return numbers[-1].strip() if numbers else None
 
