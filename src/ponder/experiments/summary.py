@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ponder.experiments import curves
+from ponder.experiments.estimators import SUBSET_DRAWS
 from ponder.experiments.outcomes import (
     CostModel,
     Outcome,
@@ -87,7 +88,7 @@ def _notes(outcomes: Sequence[Outcome], cost_model: CostModel) -> list[str]:
     notes = []
     sampled = sorted({o.label for o in outcomes if not o.exact})
     if sampled:
-        notes.append("estimated from 2000 fixed-seed random k-subsets (the rest enumerate every subset): "
+        notes.append(f"estimated from {SUBSET_DRAWS} fixed-seed random k-subsets (the rest enumerate every subset): "
                      + ", ".join(sampled))
     if cost_model.info:
         notes.append(f"FLOPs from ponder.compute: 2 x {cost_model.info.n_params:,} parameters per processed token "
@@ -105,7 +106,6 @@ def headline(a: Analysis) -> dict[str, Any]:
     majority, bon, adaptive = a.outcome(MAJORITY), a.outcome(BEST_OF_N), None
     if majority is not None:
         adaptive = a.outcome(ADAPTIVE, majority.budget)
-    frontier = a.frontiers.get("oracle", ())
     out: dict[str, Any] = {
         "n_problems": len(a.pids),
         "greedy_accuracy": greedy.accuracy() if greedy else None,
@@ -115,8 +115,10 @@ def headline(a: Analysis) -> dict[str, Any]:
         "best_tokens_ratio_vs_greedy": _ratio(best, greedy, "tokens"),
         "adaptive_token_savings_vs_majority": (1.0 - r) if (r := _ratio(adaptive, majority, "tokens")) is not None
         else None,
-        "compute_optimal_efficiency_vs_best_of_n": curves.efficiency_ratio(frontier, bon) if bon else None,
-        "compute_optimal_efficiency_vs_majority": curves.efficiency_ratio(frontier, majority) if majority else None,
+        "compute_optimal_efficiency_vs_best_of_n": _efficiency(a, "oracle", bon),
+        "compute_optimal_efficiency_vs_majority": _efficiency(a, "oracle", majority),
+        "compute_optimal_efficiency_vs_best_of_n_predicted_bins": _efficiency(a, "predicted", bon),
+        "compute_optimal_efficiency_vs_majority_predicted_bins": _efficiency(a, "predicted", majority),
         "usd_per_solved_problem": _usd_per_solved(best),
         "maj_at_k": _by_budget(a, MAJORITY),
         "best_of_n_at_k": _by_budget(a, BEST_OF_N),
@@ -126,6 +128,10 @@ def headline(a: Analysis) -> dict[str, Any]:
         "truncation_share": a.truncation.get("all"),
     }
     return {k: _clean(v) for k, v in out.items()}
+
+
+def _efficiency(a: Analysis, kind: str, baseline: Outcome | None) -> float | None:
+    return curves.efficiency_ratio(a.frontiers.get(kind, ()), baseline) if baseline else None
 
 
 def _ratio(num: Outcome | None, den: Outcome | None, axis: str) -> float | None:
