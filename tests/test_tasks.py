@@ -43,7 +43,7 @@ def test_gsm_symbolic_instances_follow_the_template_arithmetic():
     # Template 0001: "It takes {t} minutes to cover every {d} miles ... the city is {y} miles" -> y // d * t.
     for p in [GSMSymbolic().problems(2, seed=s)[1] for s in range(5)]:
         t, d, y = map(int, re.search(r"takes (\d+) minutes to cover every (\d+) miles.*is (\d+) miles",
-                                     p.metadata["raw_question"]).groups())
+                                     p.question).groups())
         assert y % d == 0 and p.answer == str(y // d * t)
 
 

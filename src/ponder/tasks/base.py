@@ -2,8 +2,9 @@
 
 A task yields problems in a deterministic order; each carries what is needed to grade it (a reference answer,
 unit tests in metadata, or a picklable `checker`), so a work unit shipped to another process can grade without
-the task object. Math answers are compared by `ponder.verifiers.math.is_correct`; programs are run by the
-sandboxed `ponder.verifiers.code.CodeVerifier`.
+the task object. Questions carry no answer-format instruction: the strategy's system prompt asks for one
+("... The answer is N."), so every strategy and pool sees the same question. Math answers are compared by
+`ponder.verifiers.math.is_correct`; programs are run by the sandboxed `ponder.verifiers.code.CodeVerifier`.
 """
 
 from __future__ import annotations
@@ -80,16 +81,3 @@ def _between(text: str, start: str, end: str) -> str | None:
 def reference_of(solution: str) -> str:
     """The final value of a GSM8K-style solution ("... #### 72")."""
     return solution.rsplit("####", 1)[-1].strip().replace(",", "")
-
-
-NUMBER_INSTRUCTION = (
-    "Solve the problem. Think step by step, briefly, then give the final answer as a plain number "
-    "(no units) in \\boxed{}."
-)
-"""Appended to word problems with a numeric answer. "Briefly" keeps GSM8K solutions well inside 512 tokens."""
-MATH_INSTRUCTION = "Solve the problem. Think step by step, briefly, then give the final answer in \\boxed{}."
-
-
-def math_prompt(question: str, instruction: str = NUMBER_INSTRUCTION) -> str:
-    """The text sent to the model: the question, then how to answer."""
-    return f"{question.strip()}\n\n{instruction}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ponder.tasks.base import MATH_INSTRUCTION, MathChecker, TaskKind, math_prompt
+from ponder.tasks.base import MathChecker, TaskKind
 from ponder.tasks.data import package_file
 from ponder.types import Problem
 
@@ -30,10 +30,10 @@ class Champ:
         return [
             Problem(
                 id=f"champ/{r['identifier']}",
-                question=math_prompt(r["_text"], MATH_INSTRUCTION),
+                question=r["_text"],
                 answer=r["_answer"],
                 kind="math",
-                metadata={"category": r["category"], "raw_question": r["_text"]},
+                metadata={"category": r["category"]},
                 checker=MathChecker(r["_answer"]),
             )
             for r in _records()[:limit]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ponder.tasks.base import MathChecker, TaskKind, math_prompt, reference_of
+from ponder.tasks.base import MathChecker, TaskKind, reference_of
 from ponder.tasks.data import gsm_templates
 from ponder.types import Problem
 
@@ -23,11 +23,10 @@ class GSM8K:
             reference = reference_of(record["answer"])
             out.append(Problem(
                 id=f"gsm8k/{record['id_orig']}",
-                question=math_prompt(record["question"]),
+                question=record["question"],
                 answer=reference,
                 kind="math",
-                metadata={"source": record["_file"], "raw_question": record["question"],
-                          "solution": record["answer"].strip()},
+                metadata={"source": record["_file"], "solution": record["answer"].strip()},
                 checker=MathChecker(reference),
             ))
         return out

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ponder.tasks.base import MathChecker, TaskKind, math_prompt, reference_of
+from ponder.tasks.base import MathChecker, TaskKind, reference_of
 from ponder.tasks.data import gsm_replacements, gsm_templates
 from ponder.types import Problem
 
@@ -208,9 +208,8 @@ class GSMSymbolic:
             drawn = template.instantiate(random.Random(f"{seed}:{i}"), replacements)
             question, reference = drawn or (template.original_question, template.original_answer)
             out.append(Problem(
-                id=f"gsm_symbolic/{i}", question=math_prompt(question), answer=reference, kind="math",
-                metadata={"template": template.file, "seed": seed, "raw_question": question,
-                          "instantiated": drawn is not None},
+                id=f"gsm_symbolic/{i}", question=question, answer=reference, kind="math",
+                metadata={"template": template.file, "seed": seed, "instantiated": drawn is not None},
                 checker=MathChecker(reference),
             ))
         return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.errors import InvalidParameter
-from ponder.tasks.base import MATH_INSTRUCTION, MathChecker, TaskKind, math_prompt, reference_of
+from ponder.tasks.base import MathChecker, TaskKind, reference_of
 from ponder.types import Problem
 
 
@@ -61,9 +61,9 @@ class JsonlTask:
         rest = {k: v for k, v in record.items() if k not in (self.question_field, self.answer_field)}
         return Problem(
             id=f"jsonl/{record.get(self.id_field, n)}",
-            question=math_prompt(question, MATH_INSTRUCTION) if self.kind == "math" else question,
+            question=question,
             answer=reference,
             kind=self.kind,
-            metadata={**rest, "raw_question": question},
+            metadata=rest,
             checker=MathChecker(reference) if self.kind == "math" and reference is not None else None,
         )

@@ -1,7 +1,7 @@
 """reasoning_gym:<name>: any generator of reasoning-gym, graded with that generator's own `score_answer`.
 
-The model is asked to put its final answer between <answer> tags (reasoning-gym's convention); without the
-tags, the last boxed value / "the answer is" / number of the response is scored.
+The answer scored is the one between <answer> tags (reasoning-gym's convention) when a response has them, else
+what `ponder.answers.extract_answer` finds ("The answer is X.", a boxed value, the last number).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from ponder.errors import InvalidParameter, UnknownName
 from ponder.extras import require
 from ponder.tasks.base import TaskKind, _between
 from ponder.types import Problem
-
-ANSWER_INSTRUCTION = "Think briefly, then give only the final answer between <answer> and </answer>."
 
 
 @lru_cache(maxsize=64)
@@ -34,7 +32,7 @@ class RGChecker:
     def __call__(self, text: str) -> bool:
         answer = _between(text, "<answer>", "</answer>")
         if answer is None:
-            answer = extract_answer(text) or text.strip()
+            answer = (extract_answer(text) or text.strip()).rstrip(".").strip()
         try:
             return float(_scorer(self.dataset)(answer, self.entry)) >= 1.0
         except Exception:  # a generator's scorer can choke on malformed answers; that answer is simply wrong
@@ -69,10 +67,10 @@ class ReasoningGym:
             entry = dict(entry)
             out.append(Problem(
                 id=f"{self.name}/{seed}/{i}",
-                question=f"{entry['question'].strip()}\n\n{ANSWER_INSTRUCTION}",
+                question=entry["question"].strip(),
                 answer=None if entry.get("answer") is None else str(entry["answer"]),
                 kind="math",
-                metadata={"answer_tag": "answer", "dataset": self.dataset, "raw_question": entry["question"]},
+                metadata={"answer_tag": "answer", "dataset": self.dataset},
                 checker=RGChecker(self.dataset, entry),
             ))
         return out
