@@ -183,7 +183,8 @@ def _frontier_rows(a: Analysis, kind: str) -> list[list[str]]:
 def render_html(a: Analysis, s: Mapping[str, Any], figures: Mapping[str, Path], provenance: Mapping[str, Any],
                 samples: Sequence[Any], name: str = "") -> str:
     """One self-contained page: headline, figures, tables and provenance."""
-    head = [[k, _fmt(v) if not isinstance(v, dict) else _at_k(v)] for k, v in s.items()]
+    head = [[k, _fmt(v) if not isinstance(v, dict) else _at_k(v)] for k, v in s.items()
+            if k != "scaling_fit_tokens"]  # the fits have their own table
     fits = [[f.strategy, f.axis, _fmt(f.slope, digits=4), _fmt(f.intercept, digits=4), _fmt(f.r2, digits=3),
              f.n_points] for f in a.fits]
     parts = [

@@ -126,6 +126,8 @@ def headline(a: Analysis) -> dict[str, Any]:
         "majority_largest_budget": majority.budget if majority else None,
         "best_of_n_largest_budget": bon.budget if bon else None,
         "truncation_share": a.truncation.get("all"),
+        "scaling_fit_tokens": {f.strategy: {"slope": f.slope, "intercept": f.intercept, "r2": f.r2}
+                               for f in a.fits if f.axis == "tokens"},
     }
     return {k: _clean(v) for k, v in out.items()}
 
