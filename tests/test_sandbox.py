@@ -177,3 +177,23 @@ def test_many_runs_concurrently_and_after_attacks_a_normal_program_still_works()
     assert [r.stdout.strip() for r in results] == ["0", "1", "4", "9"]
     after = run_python("import math, fractions\nprint(math.comb(10, 3), fractions.Fraction(6, 4))")
     assert after.ok and after.stdout.split() == ["120", "3/2"]
+
+
+def test_fallback_mode_still_limits_time_memory_and_environment(monkeypatch):
+    from ponder.sandbox import Limits, _run
+
+    monkeypatch.setenv("FAKE_SECRET", "hunter2")
+    ok = _run("import os\nprint(os.environ.get('FAKE_SECRET'), os.getcwd())", "", 5.0, Limits(), "rlimits")
+    assert ok.ok and ok.isolation == "rlimits"
+    assert ok.stdout.split()[0] == "None" and "ponder-sandbox-" in ok.stdout
+    loop = _run("while True:\n    pass", "", 1.0, Limits(cpu_s=30), "rlimits")
+    assert loop.timed_out and loop.killed == "timeout"
+    big = _run("x = bytearray(10 * 1024 ** 3)", "", 5.0, Limits(memory_mb=256), "rlimits")
+    assert big.killed == "memory limit"
+
+
+def test_numpy_style_libraries_import_inside_the_limits():
+    r = run_python("import fractions, math, sympy\nprint(sympy.Rational(1, 3) + fractions.Fraction(1, 6))",
+                   timeout_s=30)
+    assert r.ok, r.stderr
+    assert r.stdout.strip() == "1/2"

@@ -44,6 +44,8 @@ from functools import lru_cache
 
 _UNSHARE_ARGS = ("--net", "--pid", "--mount", "--fork", "--kill-child", "--mount-proc")
 _WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+_ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+"""Numeric libraries would otherwise start a thread per core and hit the process cap on a big machine."""
 _MAX_OUTPUT = 1 << 20
 """Characters of stdout/stderr kept in a result."""
 
@@ -122,7 +124,7 @@ def _run(source: str, stdin: str, timeout_s: float, limits: Limits, mode: str) -
         with open(os.path.join(workdir, "stdin"), "w", encoding="utf-8") as f:
             f.write(stdin)
         argv, cwd, home = _command(main, workdir, limits, mode)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home}
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, **_ONE_THREAD}
         return _supervise(argv, cwd, env, workdir, timeout_s, limits, mode)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

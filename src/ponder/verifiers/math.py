@@ -14,6 +14,7 @@ import asyncio
 import importlib.util
 import json
 import math
+import os
 import re
 import resource
 import select
@@ -120,7 +121,7 @@ class _Helper:
         if importlib.util.find_spec("math_verify") is None or importlib.util.find_spec("antlr4") is None:
             raise VerifierError("math-verify is not installed: pip install 'math-verify[antlr4_13_2]'")
         self._proc = subprocess.Popen(
-            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_helper_env(),
             stderr=subprocess.DEVNULL, preexec_fn=_limit_memory, start_new_session=True,
         )
         if self._readline(self._proc, _STARTUP_S) != "ready":
@@ -141,6 +142,13 @@ class _Helper:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+
+def _helper_env() -> dict[str, str]:
+    """This environment, with ponder's own source folder importable (it may not be installed)."""
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{path}" if path else src}
 
 
 def _limit_memory() -> None:
