@@ -1,7 +1,8 @@
 """`ponder ask "QUESTION"`: run one strategy on one question and show the answer, the candidates and the cost.
 
-The command is generic over strategies: its options map onto the chosen strategy's dataclass fields (found with
-dataclasses.fields), and `--param NAME=VALUE` sets any other field, so a new strategy needs no change here.
+The command is generic over strategies: its options map onto the chosen strategy's dataclass fields, and
+`--param NAME=VALUE` sets any other field (ponder.strategies.build, shared with the server), so a new strategy
+needs no change here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dataclasses
 import inspect
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import typer
@@ -24,20 +25,12 @@ from ponder.cli import app
 from ponder.compute import ComputeReport
 from ponder.errors import InvalidParameter, PonderError, UnknownName
 from ponder.ledger import Budget, Ledger
-from ponder.registry import STRATEGIES
+from ponder.strategies.build import build_strategy
 from ponder.types import ModelInfo, Problem, Result
 
 console = Console()
 err_console = Console(stderr=True)
 
-# Each command-line option sets the first of these strategy fields that the strategy has.
-OPTION_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "n": ("n", "n_max"),
-    "temperature": ("temperature",),
-    "max_tokens": ("max_tokens",),
-    "verifier": ("verifier",),
-    "seed": ("seed",),
-}
 _TEXT_SHOWN = 1200
 
 
@@ -46,44 +39,6 @@ def open_backend(spec: str, **kwargs: Any) -> Any:
     from ponder.backends.factory import open_backend as factory
 
     return factory(spec, **kwargs)
-
-
-def _parse_value(raw: str, default: Any) -> Any:
-    """A --param value: kept as text for text fields, else read as JSON (numbers, true/false, null, lists)."""
-    if isinstance(default, str):
-        return raw
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-    return tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
-
-
-def build_strategy(name: str, options: Mapping[str, Any], params: Sequence[str] = ()) -> Any:
-    """The strategy `name`, with each given option set on the field it maps to and each NAME=VALUE in `params`."""
-    cls = STRATEGIES.get(name)
-    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
-    valid = ", ".join(fields) or "(none)"
-    kwargs: dict[str, Any] = {}
-    for option, value in options.items():
-        if value is None:
-            continue
-        target = next((f for f in OPTION_FIELDS.get(option, (option,)) if f in fields), None)
-        if target is None:
-            flag = "--" + option.replace("_", "-")
-            raise InvalidParameter(flag, value, f"strategy {name!r} does not take it; its parameters: {valid}")
-        kwargs[target] = value
-    for item in params:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            raise InvalidParameter("--param", item, f"use NAME=VALUE with a parameter of {name!r}: {valid}")
-        default = fields[key].default
-        kwargs[key] = _parse_value(raw.strip(), None if default is dataclasses.MISSING else default)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a value of the wrong type, caught by the constructor rather than our validation
-        raise InvalidParameter(name, kwargs, str(exc)) from None
 
 
 async def _maybe_await(value: Any) -> Any:
