@@ -17,6 +17,7 @@ import numpy as np
 from ponder.experiments import curves
 from ponder.experiments.estimators import SUBSET_DRAWS
 from ponder.experiments.outcomes import (
+    AXES,
     CostModel,
     Outcome,
     StoppingPoint,
@@ -65,23 +66,15 @@ def analyze(problems: Sequence[ProblemRow], samples: Sequence[SampleRow], result
     cost_model = CostModel.from_config(config)
     pids = problem_order(problems, samples, results)
     budgets = config.get("budgets") or None
-    notes = []
-    stop = stopping_point or adaptive_stopping_point
-    try:
-        stop(1, ["x"])
-    except ImportError:  # the live strategy is what the simulation must follow; without it, leave it out
-        notes.append("adaptive_consistency left out: ponder.strategies.adaptive_consistency is not importable")
-        stop = None
-    specs = [s for s in pool_strategies(stop or adaptive_stopping_point) if stop or s.name != ADAPTIVE]
+    specs = pool_strategies(stopping_point or adaptive_stopping_point)
     outcomes = pool_outcomes(pids, samples, cost_model, budgets, seed, specs)
     outcomes += result_outcomes(pids, results, cost_model)
     points = curves.curve_points(outcomes, seed, resamples)
     bins = {"oracle": curves.oracle_bins(pids, samples), "predicted": curves.predicted_bins(pids, samples)}
     frontiers = {kind: tuple(curves.compute_optimal(outcomes, b, "tokens", seed=seed)) for kind, b in bins.items()}
-    fits = tuple(f for axis in ("tokens", "flops", "seconds", "usd") for f in curves.scaling_fit(points, axis))
-    notes += _notes(outcomes, cost_model)
+    fits = tuple(f for axis in AXES for f in curves.scaling_fit(points, axis))
     return Analysis(tuple(pids), tuple(outcomes), tuple(points), bins, frontiers, fits,
-                    curves.truncation_share(samples, results), tuple(notes))
+                    curves.truncation_share(samples, results), tuple(_notes(outcomes, cost_model)))
 
 
 def _notes(outcomes: Sequence[Outcome], cost_model: CostModel) -> list[str]:
