@@ -197,3 +197,22 @@ def test_numpy_style_libraries_import_inside_the_limits():
                    timeout_s=30)
     assert r.ok, r.stderr
     assert r.stdout.strip() == "1/2"
+
+
+@needs_namespaces
+def test_host_unix_sockets_are_out_of_reach(tmp_path):
+    path = str(tmp_path / "host.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o777)
+    os.chmod(tmp_path, 0o777)
+    server.listen(1)
+    server.setblocking(False)
+    try:
+        program = f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({path!r})\nprint('connected')"
+        r = run_python(program)
+        assert not r.ok and "connected" not in r.stdout
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    finally:
+        server.close()

@@ -5,13 +5,14 @@ can, read secrets from the environment or the home folder, and open sockets. The
 us) must carry on unharmed, and the program must get a failing result.
 
 Defences, strongest mode ("namespaces", used when we are root and util-linux `unshare` works):
-- `unshare --net --pid --mount --fork --kill-child --mount-proc` puts the program in new network, pid and mount
-  namespaces. The network namespace has only a downed loopback: no socket reaches the host or the internet.
-  The pid namespace dies with its first process, so nothing the program forks can outlive it.
-- A small bootstrap (this file run as a script) mounts private, size-capped tmpfs over every world-writable
-  folder (/tmp, /var/tmp, /dev/shm, /run/lock) and over folders that are not world-readable (e.g. /root, which
+- `unshare --net --pid --mount --ipc --uts --fork --kill-child --mount-proc` puts the program in new network, pid,
+  mount, IPC and hostname namespaces. The network namespace has only a downed loopback: no socket reaches the host
+  or the internet (abstract unix sockets are per network namespace too). The pid namespace dies with its first
+  process, so nothing the program forks can outlive it.
+- A small bootstrap (this file run as a script) mounts private, size-capped tmpfs over /tmp, /var/tmp, /dev/shm
+  (world-writable) and /run (host unix sockets), and over folders that are not world-readable (e.g. /root, which
   holds the Python install here: that install is bind-mounted back in), so the program sees none of the host's
-  temp files or home folder and writes vanish with the namespace.
+  temp files, sockets or home folder, and its writes vanish with the namespace.
 - It then drops to a fresh unprivileged uid/gid (random, per run; no groups; no_new_privs), so the rest of the
   filesystem is read-only to the program and RLIMIT_NPROC is enforced (it is not for root), per run.
 - Resource limits (setrlimit): address space (memory), CPU seconds, processes, file size (which also caps the
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import resource
@@ -42,8 +44,9 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-_UNSHARE_ARGS = ("--net", "--pid", "--mount", "--fork", "--kill-child", "--mount-proc")
-_WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+_UNSHARE_ARGS = ("--net", "--pid", "--mount", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc")
+_PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
+"""Covered by a private tmpfs: the world-writable folders, and /run with its unix sockets (databases, dbus)."""
 _ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 """Numeric libraries would otherwise start a thread per core and hit the process cap on a big machine."""
 _MAX_OUTPUT = 1 << 20
@@ -112,7 +115,12 @@ def isolation() -> str:
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("unshare"):
         return "rlimits"
     probe = _run("print(6 * 7)", "", 20.0, Limits(), "namespaces")
-    return "namespaces" if probe.returncode == 0 and probe.stdout.strip() == "42" else "rlimits"
+    if probe.returncode == 0 and probe.stdout.strip() == "42":
+        return "namespaces"
+    logging.getLogger(__name__).warning(
+        "sandbox: namespaces unavailable (%s), falling back to rlimits only: no network or filesystem isolation",
+        (probe.killed or probe.stderr.strip().splitlines()[-1:] or [f"exit {probe.returncode}"]))
+    return "rlimits"
 
 
 def _run(source: str, stdin: str, timeout_s: float, limits: Limits, mode: str) -> SandboxResult:
@@ -262,13 +270,13 @@ def _private_mounts(libc: object, keep: list[str], tmpfs_mb: int) -> None:
     keep_fds = {p: os.open(p, os.O_PATH) for p in keep}
     hidden = {b for b in (_blocked_ancestor(p) for p in keep) if b}
     flags = _MS_NOSUID | _MS_NODEV
-    for d in _WORLD_WRITABLE:
+    for d in _PRIVATE_TMPFS:
         if os.path.isdir(d):
             _mount(libc, "tmpfs", d, "tmpfs", flags, f"size={tmpfs_mb}m,mode=1777")
     for d in sorted(hidden):
         _mount(libc, "tmpfs", d, "tmpfs", flags, "size=1m,mode=755")
     for p, fd in keep_fds.items():
-        if any(p == h or p.startswith(h + os.sep) for h in hidden | set(_WORLD_WRITABLE)):
+        if any(p == h or p.startswith(h + os.sep) for h in hidden | set(_PRIVATE_TMPFS)):
             os.makedirs(p, exist_ok=True)
             _mount(libc, f"/proc/self/fd/{fd}", p, None, _MS_BIND | _MS_REC, None)
         os.close(fd)

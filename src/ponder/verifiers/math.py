@@ -109,11 +109,15 @@ class _Helper:
                 line = self._readline(proc, 3 * timeout_s + 1)
             except OSError:
                 line = None
-            if line is None:
+            try:
+                reply = json.loads(line) if line is not None else None
+            except ValueError:
+                reply = None
+            if not isinstance(reply, dict):
+                why = "died" if proc.poll() is not None else f"took longer than {timeout_s:g}s"
                 self._stop()
-                return False, f"math-verify took longer than {timeout_s:g}s (helper restarted)"
-            reply = json.loads(line)
-            return bool(reply["equal"]), reply["detail"]
+                return False, f"math-verify {why} (helper restarted)"
+            return bool(reply.get("equal")), str(reply.get("detail", "math-verify"))
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is not None and self._proc.poll() is None:
