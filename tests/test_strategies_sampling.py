@@ -205,6 +205,13 @@ def test_revision_feeds_back_the_last_attempt_and_selects_last_or_vote():
     assert Revision().at_budget(4).rounds == 3
 
 
+def test_revision_last_skips_a_round_cut_off_before_its_answer():
+    script = ["The answer is 5.", "Let me recount: first 2, then 3, then the total is " + "more " * 50]
+    result, _ = solve(Revision(rounds=1, max_tokens=40), ScriptedBackend(script))
+    assert [c.finish_reason for c in result.candidates] == ["stop", "length"]
+    assert result.candidates[1].answer == "3" and result.answer == "5"
+
+
 def test_revision_vote_tie_goes_to_the_later_round():
     assert solve(Revision(rounds=1, select="vote"), ScriptedBackend(says(4, 5)))[0].answer == "5"
 
@@ -215,6 +222,8 @@ def test_extract_program_finds_fenced_unclosed_bare_and_pal_style_code():
     assert extract_program("```python\nx = 4\nprint(x)") == "x = 4\nprint(x)\n"  # cut off by max_tokens
     assert extract_program("x = 1\nprint(x + 1)") == "x = 1\nprint(x + 1)\n"
     assert extract_program("```py\ndef solution():\n    return 9\n```").endswith("print(solution())\n")
+    assert extract_program("python code block\nprint(2 + 3)") == "print(2 + 3)\n"  # a fence-less reply
+    assert extract_program("```python\n  x = 2\n  print(x)\n```") == "x = 2\nprint(x)\n"
     assert extract_program("The answer is 5.") is None
 
 
@@ -312,3 +321,43 @@ def test_cot_is_greedy_and_single():
     result, _ = solve(ChainOfThought(), backend)
     assert result.answer == "5" and backend.calls[0].params.temperature == 0 and backend.calls[0].params.n == 1
     assert backend.calls[0].messages[0].role == "system"
+
+
+# -- end to end on the 0.5B model (slow) --------------------------------------------------------------------
+MODEL_05B = "~/.cache/ponder/models/qwen2.5-coder-0.5b.gguf"
+SLOW_CASES = [
+    ChainOfThought(max_tokens=96),
+    SelfConsistency(n=3, max_tokens=96, seed=1),
+    BestOfN(n=2, max_tokens=96, verifier="math", mode="max", seed=1),  # the oracle verifier: pass@2
+    AdaptiveConsistency(n_max=3, max_tokens=96, seed=1),
+    Revision(rounds=1, max_tokens=96, seed=1),
+    ProgramAided(n=2, max_tokens=96, seed=1),
+]
+
+
+@pytest.fixture(scope="module")
+def qwen05b():
+    from pathlib import Path
+
+    from ponder.backends.llamacpp import LlamaCppBackend
+
+    path = Path(MODEL_05B).expanduser()
+    if not path.is_file():
+        pytest.skip(f"{path} is not pulled")
+    with LlamaCppBackend(path, n_ctx=2048, n_threads=2, n_seq_max=4) as backend:
+        yield backend
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", SLOW_CASES, ids=lambda s: s.name)
+def test_each_strategy_runs_end_to_end_on_the_05b_model(qwen05b, strategy):
+    problem = Problem("apples", "Tom has 2 apples and buys 3 more. How many apples does he have now?", "5")
+    result, ledger = solve(strategy, qwen05b, problem)
+    policy = ledger.usage_by_role["policy"]
+    # every policy generation is a candidate, so the ledger's count is the candidates' sum
+    assert policy.completion_tokens == sum(c.completion_tokens for c in result.candidates) > 0
+    assert policy.prompt_tokens > 0 and all(c.completion_tokens <= 96 for c in result.candidates)
+    assert result.answer is None or result.answer in {c.answer for c in result.candidates}
+    assert all(c.finish_reason in ("stop", "length") for c in result.candidates)
+    print(f"{strategy.name}: answer={result.answer} votes={dict(result.votes)} tokens={policy.completion_tokens} "
+          f"seconds={policy.seconds:.1f}")

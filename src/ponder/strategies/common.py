@@ -16,7 +16,7 @@ from ponder.ledger import Ledger
 from ponder.types import Candidate, Generation, Message, Problem, Result, SamplingParams
 
 SYSTEM_PROMPT = (
-    "Solve the problem step by step, briefly. "
+    "Solve the problem step by step. "
     "End with a final line of the form 'The answer is N.' where N is the final answer."
 )
 

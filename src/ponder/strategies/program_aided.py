@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import textwrap
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -30,14 +31,24 @@ _OUTPUT_TAIL = 300
 
 def extract_program(text: str) -> str | None:
     """The program in `text`: the last fenced code block (an unclosed one counts, as a cut-off reply), else the
-    whole text if it compiles as Python. A program that defines solution() but prints nothing gets a print."""
+    longest tail of the text's lines that compiles as Python and prints (models sometimes drop the fence but keep
+    a line of prose above the code). A program that defines solution() but prints nothing gets a print."""
     blocks = [b for b in _FENCE.findall(text) if b.strip()]
-    source = blocks[-1] if blocks else text
-    if not blocks and not _compiles(source):
+    source = blocks[-1] if blocks else _code_tail(text)
+    if source is None or not source.strip():
         return None
     if "print(" not in source and re.search(r"^def solution\(\s*\)", source, re.MULTILINE):
         source = source.rstrip() + "\n\nprint(solution())\n"  # PAL's prompt style: a solution() that returns
-    return source.strip() + "\n" if source.strip() else None
+    return textwrap.dedent(source).strip() + "\n"
+
+
+def _code_tail(text: str) -> str | None:
+    lines = text.splitlines()
+    for start in range(len(lines)):
+        source = "\n".join(lines[start:])
+        if ("print(" in source or "def solution" in source) and _compiles(source):
+            return source
+    return None
 
 
 def _compiles(source: str) -> bool:
@@ -45,7 +56,7 @@ def _compiles(source: str) -> bool:
         compile(source, "<program>", "exec")
     except (SyntaxError, ValueError):
         return False
-    return "print(" in source or "def solution" in source
+    return True
 
 
 async def run_program(source: str, *, timeout_s: float = 5.0) -> str | None:

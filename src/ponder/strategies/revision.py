@@ -35,8 +35,8 @@ class Revision(Sampled):
     """Revision rounds after the first answer, one generation each (Self-Refine stops by 4; Snell et al. 2024
     train revisers on chains of up to 4 revisions)."""
     select: Literal["last", "vote"] = "last"
-    """The final answer: the last round's, or a majority over every round's answer (Snell et al. 2024, Sec. 6
-    select among the revisions with a vote or verifier)."""
+    """The final answer: the last round's (the last that finished, if a later one was cut off), or a majority over
+    every round's answer (Snell et al. 2024, Sec. 6 select among the revisions with a vote or verifier)."""
     revise_prompt: str = REVISE_PROMPT
     """The user turn that asks for the critique and the rewrite (Self-Refine's feedback + refine, in one call)."""
     temperature: float = 0.7
@@ -86,8 +86,11 @@ class Revision(Sampled):
             votes = {a: votes[a] for a in dict.fromkeys(a for a in answers if a is not None)}
             text = next((c.text for c in reversed(cands) if c.answer == answer), "")
         else:
-            # the last round that produced an answer (a round cut by the budget may have none)
-            last = next((c for c in reversed(cands) if c.answer is not None), cands[-1] if cands else None)
+            # the last round that finished with an answer: a round cut off by max_tokens or the budget never
+            # reached its answer, and the last number in its text is noise
+            answered = [c for c in cands if c.answer is not None]
+            finished = [c for c in answered if c.finish_reason == "stop"]
+            last = (finished or answered or cands or [None])[-1]
             answer, text = (last.answer, last.text) if last else (None, "")
             votes = {answer: 1.0} if answer is not None else {}
         return result(self.name, ledger, answer=answer, candidates=cands, votes=votes, text=text,
