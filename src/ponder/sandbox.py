@@ -41,8 +41,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Any
 
 _UNSHARE_ARGS = ("--net", "--pid", "--mount", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc")
 _PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
@@ -133,38 +134,37 @@ def _run(source: str, stdin: str, timeout_s: float, limits: Limits, mode: str) -
             f.write(stdin)
         argv, cwd, home = _command(main, workdir, limits, mode)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, **_ONE_THREAD}
-        return _supervise(argv, cwd, env, workdir, timeout_s, limits, mode)
+        return _supervise(argv, cwd, env, workdir, timeout_s, mode)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _command(main: str, workdir: str, limits: Limits, mode: str) -> tuple[list[str], str, str]:
-    """The argv to start, its working folder, and the HOME the program will see."""
-    if mode == "rlimits":
-        return [sys.executable, "-I", main], workdir, workdir
+    """The argv to start (the bootstrap, which sets the limits and execs the program), its folder, and HOME."""
     spec = {
+        "mode": mode,
         "source": main,
+        "limits": asdict(limits),
         "uid": random.randint(200_000, 1_999_999),  # fresh per run: RLIMIT_NPROC counts per uid
-        "nproc": limits.nproc,
-        "tmpfs_mb": limits.tmpfs_mb,
         "python": sys.executable,
         "keep": sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}),
     }
-    unshare = shutil.which("unshare") or "unshare"
-    argv = [unshare, *_UNSHARE_ARGS, sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(spec)]
-    return argv, workdir, "/tmp"
+    # No preexec_fn: it is unsafe with threads (run_python_async); the bootstrap does that work after exec.
+    bootstrap = [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(spec)]
+    if mode == "rlimits":
+        return bootstrap, workdir, workdir
+    return [shutil.which("unshare") or "unshare", *_UNSHARE_ARGS, *bootstrap], workdir, "/tmp"
 
 
 def _supervise(argv: list[str], cwd: str, env: dict[str, str], workdir: str, timeout_s: float,
-               limits: Limits, mode: str) -> SandboxResult:
+               mode: str) -> SandboxResult:
     out_path, err_path = os.path.join(workdir, "stdout"), os.path.join(workdir, "stderr")
     start = time.monotonic()
     timed_out = False
     with open(os.path.join(workdir, "stdin"), "rb") as fin, open(out_path, "wb") as fout, \
             open(err_path, "wb") as ferr:
         proc = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, cwd=cwd, env=env,
-                                start_new_session=True, close_fds=True,
-                                preexec_fn=lambda: _set_limits(limits, with_nproc=mode == "rlimits"))
+                                start_new_session=True, close_fds=True)
         try:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -178,8 +178,7 @@ def _supervise(argv: list[str], cwd: str, env: dict[str, str], workdir: str, tim
     return SandboxResult(stdout, stderr, proc.returncode, timed_out, killed, seconds, mode)
 
 
-def _set_limits(limits: Limits, with_nproc: bool) -> None:
-    """Runs in the child between fork and exec (so: no allocation-heavy work, no locks)."""
+def _set_limits(limits: Limits) -> None:
     mb = 1 << 20
     cpu = max(1, int(limits.cpu_s + 0.999))
     for res, value in (
@@ -188,10 +187,9 @@ def _set_limits(limits: Limits, with_nproc: bool) -> None:
         (resource.RLIMIT_FSIZE, limits.fsize_mb * mb),
         (resource.RLIMIT_NOFILE, limits.nofile),
         (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NPROC, limits.nproc),  # not enforced for root: hence the uid drop in namespace mode
     ):
         resource.setrlimit(res, (value, value))
-    if with_nproc:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
 
 
 def _kill_group(pgid: int) -> None:
@@ -218,7 +216,8 @@ def _why_killed(returncode: int, stderr: str) -> str | None:
     return names.get(sig) if sig else None  # type: ignore[call-overload]
 
 
-# ---- the bootstrap: runs as root inside the new namespaces, then becomes the unprivileged program -------------
+# ---- the bootstrap: sets the limits and becomes the program; in namespace mode it starts as root inside the ----
+# ---- new namespaces, makes the private mounts, and drops to the unprivileged uid first -------------------------
 
 _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC = 2, 4, 4096, 16384
 _PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
@@ -243,26 +242,30 @@ def _blocked_ancestor(path: str) -> str | None:
     return None
 
 
-def _bootstrap(spec: dict[str, object]) -> None:
+def _bootstrap(spec: dict[str, Any]) -> None:
+    limits = Limits(**spec["limits"])
+    python = str(spec["python"])
+    if spec["mode"] == "rlimits":
+        _set_limits(limits)
+        os.execv(python, [python, "-I", str(spec["source"])])
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     with open(str(spec["source"]), "rb") as f:
         source = f.read()  # read before /tmp is covered
-    _private_mounts(libc, [str(p) for p in spec["keep"]], int(spec["tmpfs_mb"]))  # type: ignore[attr-defined,call-overload]
-    uid = int(spec["uid"])  # type: ignore[call-overload]
+    _private_mounts(libc, [str(p) for p in spec["keep"]], limits.tmpfs_mb)
+    uid = int(spec["uid"])
     with open("/tmp/main.py", "wb") as f:
         f.write(source)
     os.chown("/tmp/main.py", uid, uid)
     os.chdir("/tmp")
-    nproc = int(spec["nproc"])  # type: ignore[call-overload]
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    _set_limits(limits)
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a uid change cleared the one unshare set
-    _run_as_init(str(spec["python"]))
+    _run_as_init(python)
 
 
 def _private_mounts(libc: object, keep: list[str], tmpfs_mb: int) -> None:
