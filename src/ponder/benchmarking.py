@@ -106,6 +106,7 @@ def run_engine_benchmark(
     llm = llama_cpp.Llama(str(model_path), n_ctx=4096, n_threads=n_threads, n_threads_batch=n_threads,
                           n_batch=512, verbose=False)
     prompt_text = engine.render(user(PROMPT))
+    prompt_tokens = len(engine.tokenize(prompt_text))
     timings: dict[str, list[Timing]] = {m: [] for m in MODES}
     load_start = os.getloadavg()
     try:
@@ -117,10 +118,10 @@ def run_engine_benchmark(
     finally:
         engine.close()
         llm.close()
-    return _report(timings, engine, prompt_text, width, max_tokens, temperature, n_threads, load_start)
+    return _report(timings, engine.model, prompt_tokens, width, max_tokens, temperature, n_threads, load_start)
 
 
-def _report(timings: dict[str, list[Timing]], engine: Any, prompt_text: str, width: int, max_tokens: int,
+def _report(timings: dict[str, list[Timing]], model: str, prompt_tokens: int, width: int, max_tokens: int,
             temperature: float, n_threads: int, load_start: tuple[float, ...]) -> dict[str, Any]:
     import llama_cpp
 
@@ -132,8 +133,8 @@ def _report(timings: dict[str, list[Timing]], engine: Any, prompt_text: str, wid
     ]
     return {
         "benchmark": "engine",
-        "model": engine.model,
-        "prompt_tokens": len(engine.tokenize(prompt_text)),
+        "model": model,
+        "prompt_tokens": prompt_tokens,
         "width": width,
         "max_tokens": max_tokens,
         "temperature": temperature,

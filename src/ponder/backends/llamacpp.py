@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.backends.decoding import check_fits
-from ponder.errors import CorruptModel, InvalidParameter, ModelNotFound
+from ponder.errors import BackendError, CorruptModel, InvalidParameter, ModelNotFound
 from ponder.extras import require
 from ponder.types import Generation, Message, ModelInfo, SamplingParams
 
@@ -164,6 +164,8 @@ class LlamaCppBackend:
         return body + prefix
 
     def tokenize(self, text: str) -> list[int]:
+        if self._ctx is None:
+            raise BackendError(f"the engine for {self.model} is closed: open a new backend")
         data = text.encode("utf-8")
         add_special = not (self._formatter is not None and self._bos and text.startswith(self._bos))
         cap = len(data) + 16
