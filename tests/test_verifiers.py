@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 
@@ -136,17 +137,19 @@ def test_code_fails_hostile_candidates_and_carries_on():
         "    import os\n    while True:\n        os.fork()\n",
         "    import socket\n    socket.create_connection(('1.1.1.1', 80), timeout=1)\n    return True\n",
         "    return undefined_name\n",
+        "    open('/etc/ponder_pwned', 'w').write('x')\n    return True\n",
         "    import sys\n    sys.exit(0)\n",  # exits 0 before the tests run...
     ]
     start = time.monotonic()
     scores = run(CodeVerifier(timeout_s=2.0, memory_mb=256).score(code_problem, hostile))
     assert time.monotonic() - start < 40
-    assert [s.value for s in scores] == [0.0] * 6
+    assert [s.value for s in scores] == [0.0] * 7
     assert scores[0].detail == "failed: timeout"
     assert scores[1].detail == "failed: memory limit"
     assert "NameError" in scores[4].detail
+    assert not os.path.exists("/etc/ponder_pwned")
     # ...which passes under plain exit-status grading; the end-of-tests marker catches it
-    assert scores[5].detail == "failed: exited before the tests finished"
+    assert scores[6].detail == "failed: exited before the tests finished"
     # and a good candidate still passes afterwards
     assert run(CodeVerifier().score(code_problem, [COMPLETION]))[0].value == 1.0
 
@@ -284,8 +287,6 @@ def test_verifiers_are_found_by_name():
 
 @pytest.mark.slow
 def test_self_eval_on_the_tiny_model_gives_probabilities():
-    import os
-
     llamacpp = pytest.importorskip("ponder.backends.llamacpp", reason="the llama.cpp backend is not available yet")
     path = os.path.expanduser("~/.cache/ponder/models/smollm2-135m.gguf")
     if not os.path.exists(path):
