@@ -74,6 +74,13 @@ def test_self_consistency_votes_over_one_batched_call():
     assert result.usage_by_role == ledger.usage_by_role and not result.budget_exhausted
 
 
+def test_self_consistency_reads_an_echoed_answer_format():
+    # small models echo the prompt's format: "The answer is: The answer is 5."
+    script = ["2 + 3 = 5.\n\nThe answer is: The answer is 5.", "The answer is 5.", "The answer is 6."]
+    result, _ = solve(SelfConsistency(n=3), ScriptedBackend(script))
+    assert result.answer == "5" and result.votes == {"5": 2.0, "6": 1.0}
+
+
 def test_self_consistency_tie_goes_to_the_more_confident_answer():
     script = [Reply("The answer is 3.", logprob=-1.0), Reply("The answer is 4.", logprob=-0.2)]
     assert solve(SelfConsistency(n=2), ScriptedBackend(script))[0].answer == "4"

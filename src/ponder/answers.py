@@ -44,7 +44,7 @@ def extract_answer(text: str) -> str | None:
     "x = 5"): the whole of it (after its last "=") is the answer, so a grader given just an answer does not keep
     only its last number.
     """
-    for found in (_boxed(text), _last(_HASHES, text), _last(_ANSWER_IS, text)):
+    for found in (_boxed(text), _last(_HASHES, text), _answer_is(text)):
         if found and found.strip():
             return found.strip()
     bare = text.strip()
@@ -52,6 +52,14 @@ def extract_answer(text: str) -> str | None:
         return bare.rsplit("=", 1)[-1].strip() or bare  # "2 + 3 = 5" answers 5
     numbers = _NUMBER.findall(text)
     return numbers[-1].strip() if numbers else None
+
+
+def _answer_is(text: str) -> str | None:
+    """What follows the last "the answer is", unwrapped when a model echoes it: "The answer is: The answer is 5"."""
+    found = _last(_ANSWER_IS, text)
+    while found and (inner := _last(_ANSWER_IS, found)) and inner != found:
+        found = inner
+    return found
 
 
 def _last(pattern: re.Pattern[str], text: str) -> str | None:

@@ -133,7 +133,7 @@ def _answer_panel(result: Result, model: str, seconds: float) -> Panel:
     body = f"[bold]{answer}[/]" + (f"\n\n[dim]{escape(text.strip())}[/]" if text.strip() else "")
     if result.budget_exhausted:
         body += "\n\n[yellow]budget exhausted: this is the best answer found before it ran out[/]"
-    return Panel(body, title="answer", subtitle=f"{result.strategy} on {model}, {seconds:.1f}s", expand=False)
+    return Panel(body, title="answer", subtitle=f"{result.strategy} on {model}, {seconds:.1f}s")
 
 
 def _candidates_table(result: Result) -> Table:
