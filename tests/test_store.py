@@ -89,3 +89,12 @@ def test_config_differences_name_each_changed_key():
     diff = config_differences({"seed": 0, "budgets": [1, 2], "task": "gsm8k"},
                               {"seed": 1, "budgets": [1, 2], "task": "gsm8k", "max_tokens": 256})
     assert diff == ["max_tokens: None -> 256", "seed: 0 -> 1"]
+
+
+def test_a_blank_file_left_by_a_killed_create_can_be_created_again(tmp_path):
+    (tmp_path / "run").mkdir()
+    sqlite3.connect(tmp_path / "run" / "store.sqlite").close()  # created, schema never committed
+    with pytest.raises(StoreError, match="missing tables"):
+        Store.open(tmp_path / "run")
+    Store.create(tmp_path / "run", CONFIG).close()
+    assert Store.open(tmp_path / "run").config == CONFIG

@@ -55,6 +55,18 @@ def _usage_of(text: str) -> dict[str, Usage]:
     return {role: Usage(**fields) for role, fields in json.loads(text).items()}
 
 
+def _is_blank(file: Path) -> bool:
+    """True for a file with no tables: a store whose creation never committed."""
+    try:
+        conn = sqlite3.connect(file)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
 def config_differences(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
     """Human-readable `key: stored -> given` lines for every setting that differs."""
     keys = sorted(set(stored) | set(given))
@@ -72,14 +84,18 @@ class Store:
     def create(cls, path: str | Path, config: Mapping[str, Any]) -> Store:
         """A new store at `path` (a run folder); refuses to overwrite an existing one."""
         file = store_path(path)
-        if file.exists():
+        if file.exists() and not _is_blank(file):
             raise StoreError(f"{file} already exists; resume it with --resume {path}, or choose a new --out")
         file.parent.mkdir(parents=True, exist_ok=True)
         store = cls(file, cls._connect(file))
-        with store._conn:
-            store._conn.executescript(_SCHEMA)
-            store._conn.executemany("INSERT INTO run VALUES (?, ?)", [
-                ("schema_version", str(SCHEMA_VERSION)), ("config", json.dumps(dict(config), sort_keys=True))])
+        # One transaction: a store killed while being created is left blank (and may be created again), never half-made.
+        conn = store._conn
+        conn.execute("BEGIN")
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            conn.execute(statement)
+        conn.executemany("INSERT INTO run VALUES (?, ?)", [
+            ("schema_version", str(SCHEMA_VERSION)), ("config", json.dumps(dict(config), sort_keys=True))])
+        conn.commit()
         return store
 
     @classmethod

@@ -1,0 +1,135 @@
+"""`ponder sweep`: tasks x strategies x budgets into a resumable run store, with a live progress bar.
+
+    ponder sweep --task gsm8k --model qwen2.5-coder-1.5b --strategies cot,self_consistency,best_of_n \
+                 --budgets 1,2,4,8,16 --limit 50 --seed 0 --out runs/NAME
+    ponder sweep --resume runs/NAME          # after a crash or kill -9: finishes what is missing
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ponder.cli import app
+from ponder.errors import InvalidParameter, PonderError
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULTS: dict[str, Any] = {"strategies": "cot,self_consistency", "budgets": "1,2,4,8,16", "seed": 0,
+                            "max_tokens": 512, "temperature": 0.8}
+TRUNCATION_WARNING = 0.05
+
+
+@app.command()
+def sweep(
+    task: str = typer.Option(None, help="gsm8k, gsm_symbolic, champ, humaneval, reasoning_gym:NAME or jsonl:PATH."),
+    model: str = typer.Option(None, help="Catalogue name, .gguf path, http(s)://server/v1#model, or 'scripted'."),
+    strategies: str = typer.Option(None, help="Comma-separated strategies [default: cot,self_consistency]."),
+    budgets: str = typer.Option(None, help="Strictly increasing budgets, e.g. 1,2,4,8,16 [default: 1,2,4,8,16]."),
+    limit: int = typer.Option(None, help="Number of problems (the task's first ones) [default: all]."),
+    seed: int = typer.Option(None, help="Run seed: fixes every sample's seed [default: 0]."),
+    out: Path = typer.Option(None, help="New run folder, e.g. runs/NAME."),
+    resume: Path = typer.Option(None, help="Finish an interrupted run in this folder (same settings)."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Tokens per sample [default: 512]."),
+    temperature: float = typer.Option(None, help="Pool sampling temperature [default: 0.8]."),
+    concurrency: int = typer.Option(4, help="Work units in flight at once (the local engine batches them)."),
+    n_threads: int = typer.Option(None, "--n-threads", help="CPU threads for a local model."),
+) -> None:
+    """Run a sweep into a SQLite store: one row per sample, resumable after any interruption."""
+    given = {"task": task, "model": model, "strategies": strategies, "budgets": budgets, "limit": limit,
+             "seed": seed, "max_tokens": max_tokens, "temperature": temperature}
+    try:
+        asyncio.run(_run({k: v for k, v in given.items() if v is not None}, out, resume, concurrency, n_threads))
+    except PonderError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted; finish it with: ponder sweep --resume {resume or out}")
+        raise typer.Exit(130) from None
+
+
+def _config(given: dict[str, Any], stored: dict[str, Any] | None) -> Any:
+    from ponder.experiments.sweep import SweepConfig, parse_budgets
+
+    values = {**DEFAULTS, **(stored or {}), **given}
+    for key in ("task", "model"):
+        if not values.get(key):
+            raise InvalidParameter(key, None, f"give --{key} (or --resume a run)")
+    strategies = values["strategies"]
+    if isinstance(strategies, str):
+        strategies = [s.strip() for s in strategies.split(",") if s.strip()]
+    return SweepConfig.from_dict({**values, "strategies": strategies, "budgets": parse_budgets(values["budgets"])})
+
+
+async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, concurrency: int,
+               n_threads: int | None) -> None:
+    from ponder.experiments.executor import InProcessExecutor
+    from ponder.experiments.store import Store
+    from ponder.experiments.sweep import Tally, check_resume, run_sweep, settings
+    from ponder.tasks import load_task
+
+    if (out is None) == (resume is None):
+        raise InvalidParameter("out", out, "give either --out NEW_FOLDER or --resume EXISTING_FOLDER")
+    store = Store.open(resume) if resume else None
+    try:
+        config = _config(given, store.config if store else None)
+        if store:  # settings the user gave that differ are refused before the model loads
+            check_resume({k: store.config.get(k) for k in config.to_dict()}, config.to_dict(), resume)
+        kind = load_task(config.task, **config.task_options).kind  # an unknown task fails before the model loads
+        backend = _open_backend(config.model, n_threads)
+        try:
+            provenance = settings(config, backend, kind)
+            if store:
+                check_resume(store.config, provenance, resume)  # now with the model's sha256 and prompts
+            else:
+                store = Store.create(out, provenance)  # type: ignore[arg-type]
+            live = Tally()
+
+            def show(res: Any) -> None:
+                live.add(res)
+                progress.update(bar, advance=1, description=live.line() or "sweep")
+
+            with _progress() as progress:
+                bar = progress.add_task("sweep", total=None)
+                tally = await run_sweep(
+                    config, backend, store, InProcessExecutor(backend, concurrency),
+                    on_start=lambda total, done: progress.update(bar, total=total, completed=done),
+                    on_result=show)
+        finally:
+            close = getattr(backend, "close", None)
+            if callable(close):
+                close()
+        _report(store, tally)
+    finally:
+        if store:
+            store.close()
+
+
+def _open_backend(spec: str, n_threads: int | None) -> Any:
+    from ponder.backends.factory import open_backend
+
+    local = spec != "scripted" and not spec.startswith(("http://", "https://"))
+    return open_backend(spec, **({"n_threads": n_threads} if local and n_threads else {}))
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+
+def _report(store: Any, tally: Any) -> None:
+    cut, total = store.truncation()
+    share = cut / total if total else 0.0
+    console.print(f"store: {store.path}")
+    console.print(f"rows: {len(store.samples())} samples, {len(store.results())} results; "
+                  f"{tally.line() or 'nothing new to run'}")
+    console.print(f"truncated (hit max_tokens): {cut}/{total} = {100 * share:.1f}%")
+    if share > TRUNCATION_WARNING:
+        err_console.print(f"[yellow]warning:[/] {100 * share:.0f}% of answers were cut off at max_tokens; "
+                          "their answers are noise: rerun with a larger --max-tokens")

@@ -1,0 +1,262 @@
+"""The sweep: tasks x strategies x budgets -> the store, resumable after any kill.
+
+Sampling strategies (self-consistency, best-of-N, adaptive consistency, program-aided voting) share one pool
+per problem: N = max(budgets) samples drawn once, from which the curves derive every smaller budget (as
+search-and-learn's score.py does). Greedy CoT runs once per problem; search strategies (beam search, DVTS,
+budget forcing, revision, tournament) run once per budget. The driver plans the work units, skips those the
+store already holds, hands the rest to an Executor, and alone writes each finished unit in one transaction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ponder.errors import InvalidParameter, StoreError
+from ponder.experiments.executor import Executor, InProcessExecutor
+from ponder.experiments.store import Store, config_differences
+from ponder.experiments.units import PoolUnit, SearchUnit, Unit, UnitResult, build_strategy, run_unit
+from ponder.registry import STRATEGIES
+from ponder.tasks import load_task
+from ponder.types import Problem, SamplingParams
+
+POOL_OF: Mapping[str, str] = {
+    "self_consistency": "cot", "best_of_n": "cot", "adaptive_consistency": "cot", "program_aided": "program_aided",
+}
+"""Strategies whose curves come from a shared pool, and which pool."""
+GREEDY = "cot"
+VOLATILE = frozenset({"created", "ponder_version"})
+"""Settings recorded for provenance that may differ on resume."""
+
+__all__ = ["Executor", "InProcessExecutor", "SweepConfig", "plan", "run_sweep", "run_unit"]
+
+
+def parse_budgets(text: str | Sequence[int]) -> tuple[int, ...]:
+    """"1,2,4,8" -> (1, 2, 4, 8); a clear error for an empty or non-increasing list."""
+    raw = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
+    try:
+        budgets = tuple(int(b) for b in raw if b != "")
+    except ValueError:
+        raise InvalidParameter("budgets", text, "give whole numbers separated by commas, e.g. 1,2,4,8") from None
+    _check_budgets(budgets)
+    return budgets
+
+
+def _check_budgets(budgets: Sequence[int]) -> None:
+    if not budgets:
+        raise InvalidParameter("budgets", list(budgets), "give at least one budget, e.g. 1,2,4,8")
+    if any(not isinstance(b, int) or b < 1 for b in budgets):
+        raise InvalidParameter("budgets", list(budgets), "every budget must be a whole number >= 1")
+    if any(b >= c for b, c in itertools.pairwise(budgets)):
+        raise InvalidParameter("budgets", list(budgets), "list them in strictly increasing order, e.g. 1,2,4,8")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything that decides what a sweep computes (execution knobs such as concurrency are not here)."""
+
+    task: str
+    model: str
+    strategies: tuple[str, ...]
+    budgets: tuple[int, ...]
+    limit: int | None = None
+    """How many problems (the task's first ones; all when None)."""
+    seed: int = 0
+    max_tokens: int = 512
+    """Tokens per sample. GSM8K needs about 512 with Qwen: at 256, 64% of answers were cut off."""
+    temperature: float = 0.8
+    """Pool sampling temperature (greedy CoT always uses 0)."""
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strategies", tuple(dict.fromkeys(self.strategies)))
+        object.__setattr__(self, "budgets", tuple(self.budgets))
+        if not self.strategies:
+            raise InvalidParameter("strategies", "", "name at least one, e.g. cot,self_consistency")
+        for name in self.strategies:
+            STRATEGIES.get(name)  # UnknownName lists the valid strategies
+        _check_budgets(self.budgets)
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise InvalidParameter("limit", self.limit, "use a whole number >= 1, or leave it out for all")
+        SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature)  # validates, naming the field
+
+    @property
+    def pools(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(POOL_OF[s] for s in self.strategies if s in POOL_OF))
+
+    @property
+    def pool_size(self) -> int:
+        return self.budgets[-1]
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        """Strategies run once per budget."""
+        return tuple(s for s in self.strategies if s not in POOL_OF and s != GREEDY)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "model": self.model, "strategies": list(self.strategies),
+                "budgets": list(self.budgets), "limit": self.limit, "seed": self.seed,
+                "max_tokens": self.max_tokens, "temperature": self.temperature,
+                "task_options": dict(self.task_options)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SweepConfig:
+        return cls(d["task"], d["model"], tuple(d["strategies"]), tuple(d["budgets"]), d.get("limit"),
+                   d.get("seed", 0), d.get("max_tokens", 512), d.get("temperature", 0.8),
+                   dict(d.get("task_options") or {}))
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed from `parts` that is the same in every process and Python version (unlike hash())."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 2**20)  # room for base + i
+
+
+def _system_override(kind: str) -> dict[str, Any]:
+    # Programs are asked for by the code task's own question; the math system prompt would ask for "The answer is N".
+    return {"system": "", "system_prompt": ""} if kind == "code" else {}
+
+
+def plan(config: SweepConfig, problems: Sequence[Problem]) -> list[Unit]:
+    """Every unit of the sweep, problem by problem (so accuracy shows up early)."""
+    units: list[Unit] = []
+    for p in problems:
+        base = {"max_tokens": config.max_tokens, **_system_override(p.kind)}
+        if "program_aided" in config.strategies and p.kind != "math":
+            raise InvalidParameter("strategies", "program_aided", f"{p.id} is a {p.kind} problem; "
+                                   "program_aided computes a value: use it on math tasks only")
+        if GREEDY in config.strategies:
+            units.append(SearchUnit(p, GREEDY, 1, _items({**base, "temperature": 0.0,
+                                                           "seed": stable_seed(config.seed, p.id, GREEDY)})))
+        for pool in config.pools:
+            units.append(PoolUnit(p, pool, config.pool_size, stable_seed(config.seed, p.id, pool),
+                                  _items({**base, "temperature": config.temperature}),
+                                  self_eval=pool == "cot" and "best_of_n" in config.strategies))
+        for name in config.searched:
+            for k in config.budgets:
+                units.append(SearchUnit(p, name, k, _items({**base, "seed": stable_seed(config.seed, p.id, name, k)})))
+    return units
+
+
+def _items(d: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(d.items()))
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return repr(value)
+
+
+def strategy_settings(config: SweepConfig, kind: str) -> dict[str, dict[str, Any]]:
+    """Every strategy's fields at budget 1 as the sweep sets them (prompts included), for provenance."""
+    out = {}
+    for name in {*config.strategies, *(["cot"] if "cot" in config.pools else [])}:
+        s = build_strategy(name, {"max_tokens": config.max_tokens, **_system_override(kind)})
+        if dataclasses.is_dataclass(s):
+            out[name] = {f.name: _jsonable(getattr(s, f.name)) for f in dataclasses.fields(s) if f.name != "seed"}
+    return dict(sorted(out.items()))
+
+
+def model_identity(backend: object) -> dict[str, Any]:
+    """The model's name, sha256 (from the verified-pull sidecar, else hashed now) and shapes."""
+    from ponder.backends.base import model_info
+
+    info = model_info(backend)
+    sha = info.sha256 if info else None
+    path = getattr(backend, "path", None)
+    if sha is None and isinstance(path, Path) and path.is_file():
+        from ponder.models.cache import recorded_sha256, sha256_file
+
+        sha = recorded_sha256(path) or sha256_file(path)
+    info_dict = dataclasses.asdict(info) if info else None
+    if info_dict is not None:
+        info_dict["sha256"] = sha
+    return {"model_name": getattr(backend, "model", ""), "model_sha256": sha, "model_info": info_dict}
+
+
+def settings(config: SweepConfig, backend: object, kind: str) -> dict[str, Any]:
+    """The run's full provenance, stored in the run table and compared on resume."""
+    from ponder import __version__
+
+    return {**config.to_dict(), **model_identity(backend), "pools": list(config.pools),
+            "pool_size": config.pool_size, "sampling": {"max_tokens": config.max_tokens,
+                                                        "temperature": config.temperature, "top_p": 1.0},
+            "strategy_settings": strategy_settings(config, kind), "ponder_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def check_resume(stored: Mapping[str, Any], given: Mapping[str, Any], path: Path | str) -> None:
+    """Refuse to resume a run made with other settings, naming each difference."""
+    diff = config_differences({k: v for k, v in stored.items() if k not in VOLATILE},
+                              {k: v for k, v in given.items() if k not in VOLATILE})
+    if diff:
+        raise StoreError(f"{path} was made with other settings; refusing to mix them into one run:\n  "
+                         + "\n  ".join(diff) + "\nresume with the original settings, or start a new --out")
+
+
+@dataclass
+class Tally:
+    """Live accuracy: greedy CoT, and the majority vote of each full cot pool."""
+
+    greedy: list[bool] = field(default_factory=list)
+    majority: list[bool] = field(default_factory=list)
+    truncated: int = 0
+    rows: int = 0
+
+    def add(self, res: UnitResult) -> None:
+        from ponder.strategies.self_consistency import majority_vote
+
+        rows: Sequence[Any] = res.samples or ([res.result] if res.result else [])
+        self.rows += len(rows)
+        self.truncated += sum(r.finish_reason == "length" for r in rows)
+        if res.result is not None and res.result.strategy == GREEDY:
+            self.greedy.append(res.result.correct)
+        if res.samples and res.samples[0].pool == "cot":
+            winner, _ = majority_vote([s.answer for s in res.samples])
+            self.majority.append(any(s.correct for s in res.samples if winner is not None and s.answer == winner))
+
+    def line(self) -> str:
+        parts = [f"{name} {100 * sum(v) / len(v):.0f}% ({len(v)})"
+                 for name, v in (("greedy", self.greedy), ("majority", self.majority)) if v]
+        if self.rows:
+            parts.append(f"cut off {100 * self.truncated / self.rows:.0f}%")
+        return " | ".join(parts)
+
+
+async def run_sweep(config: SweepConfig, backend: object, store: Store, executor: Executor | None = None,
+                    on_start: Callable[[int, int], None] | None = None,
+                    on_result: Callable[[UnitResult], None] | None = None) -> Tally:
+    """Run every unit the store lacks and write each as it finishes. Safe to call again after any interruption."""
+    task = load_task(config.task, **config.task_options)
+    problems = task.problems(config.limit, seed=config.seed)
+    stored_ids = store.problem_ids()
+    if stored_ids and stored_ids != [p.id for p in problems]:
+        raise StoreError(f"{store.path} holds other problems than task {config.task!r} yields now "
+                         "(the task data changed?); start a new --out")
+    if not stored_ids:
+        store.add_problems(problems)
+    units = plan(config, problems)
+    done = store.done_keys()
+    todo = [u for u in units if u.key not in done]
+    if on_start:
+        on_start(len(units), len(units) - len(todo))
+    tally = Tally()
+    async for res in (executor or InProcessExecutor(backend)).run(todo):
+        if res.samples:
+            store.add_samples(res.samples)
+        if res.result is not None:
+            store.add_result(res.result)
+        tally.add(res)
+        if on_result:
+            on_result(res)
+    return tally

@@ -1,0 +1,156 @@
+"""Work units of a sweep, and `run_unit`: how one unit is executed on a backend.
+
+A unit is a picklable frozen dataclass; `run_unit(unit, backend)` is a plain module-level coroutine, so any
+executor (in-process asyncio, a Ray actor) can run it. Units never touch the store: they return a UnitResult
+and the sweep driver alone writes it.
+
+- PoolUnit: N samples of one pool for one problem, drawn by ONE generate(n=N) call with seed = the unit's base
+  seed (sample i gets base + i, so the pool is the same whichever executor draws it). Every smaller budget is
+  later derived from this pool without generating again.
+- SearchUnit: one strategy at one budget for one problem (greedy CoT, beam search, budget forcing, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ponder.experiments.records import ResultRow, SampleRow
+from ponder.ledger import Ledger
+from ponder.registry import STRATEGIES
+from ponder.strategies.base import at_budget
+from ponder.tasks.base import answer as answer_of
+from ponder.tasks.base import grade
+from ponder.types import Problem, Result, Usage
+
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class PoolUnit:
+    """Draw the `n` samples of pool `pool` for one problem."""
+
+    problem: Problem
+    pool: str
+    """"cot" (chain-of-thought samples) or "program_aided" (programs whose printed result is the answer)."""
+    n: int
+    seed: int
+    """Base seed: sample i is drawn with seed + i."""
+    settings: tuple[tuple[str, Any], ...]
+    """Fields of the sampler strategy (temperature, max_tokens, system prompt)."""
+    self_eval: bool = False
+    """Also score each sample with the self-evaluation verifier (for best-of-N curves)."""
+
+    @property
+    def key(self) -> Key:
+        return ("pool", self.problem.id, self.pool)
+
+
+@dataclass(frozen=True)
+class SearchUnit:
+    """Run strategy `strategy` at budget `budget` on one problem, once."""
+
+    problem: Problem
+    strategy: str
+    budget: int
+    settings: tuple[tuple[str, Any], ...]
+    """Strategy fields set by the sweep (seed, max_tokens, system prompt), applied where the strategy has them."""
+
+    @property
+    def key(self) -> Key:
+        return ("result", self.problem.id, self.strategy, self.budget)
+
+
+Unit = PoolUnit | SearchUnit
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What running a unit produced: a whole pool, or one result row."""
+
+    key: Key
+    samples: tuple[SampleRow, ...] = ()
+    result: ResultRow | None = None
+
+
+def build_strategy(name: str, settings: Mapping[str, Any], budget: int = 1) -> Any:
+    """The registered strategy `name` with those `settings` it has as fields, scaled to `budget`."""
+    factory = STRATEGIES.get(name)
+    names = {f.name for f in dataclasses.fields(factory)} if dataclasses.is_dataclass(factory) else set()
+    return at_budget(factory(**{k: v for k, v in settings.items() if k in names}), budget)
+
+
+async def run_unit(unit: Unit, backend: object) -> UnitResult:
+    """Execute one unit on `backend` (not metered by the caller: each unit keeps its own ledger)."""
+    if isinstance(unit, PoolUnit):
+        return UnitResult(unit.key, samples=await _draw_pool(unit, backend))
+    return UnitResult(unit.key, result=await _run_search(unit, backend))
+
+
+async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
+    sampler = build_strategy(unit.pool if unit.pool == "program_aided" else "cot", dict(unit.settings))
+    sampler = dataclasses.replace(sampler, seed=unit.seed)
+    ledger = Ledger(model=getattr(backend, "model", ""))
+    start = time.monotonic()
+    gens = await ledger.meter(backend, "policy").generate(sampler.messages(unit.problem), sampler.params(unit.n))
+    call_seconds = time.monotonic() - start
+    graded = await asyncio.gather(*(_answer_and_grade(unit, g.text) for g in gens))
+    evals = await asyncio.gather(*(_self_eval(unit.problem, g.text, backend) for g in gens)) if unit.self_eval else ()
+    rows = []
+    for i, (gen, (answer, correct)) in enumerate(zip(gens, graded, strict=True)):
+        usage = {"policy": gen.usage + Usage(calls=int(i == 0), seconds=call_seconds / len(gens))}
+        score = None
+        if evals:
+            score, usage["verifier"] = evals[i]
+        rows.append(SampleRow(unit.problem.id, unit.pool, i, unit.seed + i, gen.text, answer, correct, score,
+                              gen.finish_reason, usage, sum(u.seconds for u in usage.values())))
+    return tuple(rows)
+
+
+async def _answer_and_grade(unit: PoolUnit, text: str) -> tuple[str | None, bool]:
+    if unit.pool == "program_aided":
+        from ponder.strategies.program_aided import extract_program, run_program
+
+        program = extract_program(text)
+        value = None if program is None else await run_program(program)
+        return value, value is not None and await grade(unit.problem, value)
+    return answer_of(unit.problem, text), await grade(unit.problem, text)
+
+
+async def _self_eval(problem: Problem, text: str, backend: object) -> tuple[float, Usage]:
+    """The self-evaluation score of one sample and what scoring it cost (its own ledger, role "verifier")."""
+    from ponder.verifiers.self_eval import SelfEvalVerifier
+
+    ledger = Ledger(model=getattr(backend, "model", ""))
+    (score,) = await SelfEvalVerifier(ledger.meter(backend, "verifier")).score(problem, [text])
+    return score.value, ledger.usage_by_role.get("verifier", Usage())
+
+
+async def _run_search(unit: SearchUnit, backend: object) -> ResultRow:
+    strategy = build_strategy(unit.strategy, dict(unit.settings), unit.budget)
+    ledger = Ledger(model=getattr(backend, "model", ""))
+    start = time.monotonic()
+    result = await strategy.solve(unit.problem, backend, ledger)
+    seconds = time.monotonic() - start
+    # A strategy's answer is what it chose (for program-aided, the program's output): grade that for math.
+    graded = result.answer if unit.problem.kind == "math" and result.answer is not None else result.text
+    correct = bool(graded) and await grade(unit.problem, graded)
+    trace = {"steps": [dict(t) for t in result.trace], "votes": dict(result.votes),
+             "candidates": len(result.candidates)}
+    return ResultRow(unit.problem.id, unit.strategy, unit.budget, result.answer, correct, _finish(result),
+                     result.budget_exhausted, dict(result.usage_by_role), seconds, trace, result.text)
+
+
+def _finish(result: Result) -> str:
+    """The chosen candidate's finish reason ("length" marks a cut-off answer)."""
+    chosen = next((c for c in result.candidates if c.text == result.text), None)
+    if chosen is None and result.candidates:
+        chosen = result.candidates[0]
+    if chosen is not None:
+        return chosen.finish_reason
+    return "budget" if result.budget_exhausted else "stop"
+
