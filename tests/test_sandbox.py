@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
 import textwrap
 import time
 import uuid
@@ -32,6 +34,22 @@ def _uids_alive(uid: int) -> list[int]:
             except FileNotFoundError:
                 pass
     return pids
+
+
+def test_namespaces_are_used_where_the_kernel_allows_them():
+    # a broken bootstrap must fail here, not silently turn the isolation tests below into skips
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("not root, or no util-linux unshare: the documented rlimits fallback applies")
+    if subprocess.run(["unshare", "--net", "--pid", "--mount", "--fork", "true"]).returncode != 0:
+        pytest.skip("this kernel or container refuses new namespaces: the documented rlimits fallback applies")
+    assert isolation() == "namespaces"
+
+
+def test_cpu_time_limit_stops_a_busy_program():
+    r = run_python("while True:\n    pass", timeout_s=20.0, cpu_s=1)
+    assert not r.ok and not r.timed_out
+    assert r.killed == "cpu time limit"
+    assert r.seconds < 15
 
 
 def test_normal_program_runs_and_reads_stdin():

@@ -183,13 +183,13 @@ def _set_limits(limits: Limits) -> None:
     cpu = max(1, int(limits.cpu_s + 0.999))
     for res, value in (
         (resource.RLIMIT_AS, limits.memory_mb * mb),
-        (resource.RLIMIT_CPU, cpu),
         (resource.RLIMIT_FSIZE, limits.fsize_mb * mb),
         (resource.RLIMIT_NOFILE, limits.nofile),
         (resource.RLIMIT_CORE, 0),
         (resource.RLIMIT_NPROC, limits.nproc),  # not enforced for root: hence the uid drop in namespace mode
     ):
         resource.setrlimit(res, (value, value))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU first (a readable reason), SIGKILL after
 
 
 def _kill_group(pgid: int) -> None:
