@@ -343,9 +343,10 @@ def test_budget_forcing_runs_on_the_local_model(local_backend):
 
 @pytest.mark.slow
 def test_beam_search_runs_on_the_local_model_and_reuses_the_parent_kv(local_backend):
-    strategy = BeamSearch(beam_width=2, expansions=2, max_steps=2, max_step_tokens=48, verifier=scorer({}))
+    strategy = BeamSearch(beam_width=2, expansions=2, max_steps=2, max_step_tokens=48)  # default: self_eval
     result, ledger = solve(strategy, local_backend)
     assert ledger.usage_by_role["policy"].cached_tokens > 0
+    assert ledger.usage_by_role["verifier"].calls > 0
     assert all(re.search(r"\S", c.text) for c in result.candidates)
 
 
