@@ -1,13 +1,15 @@
 """A deterministic backend that replays a script and records its calls: the test double of every layer above.
 
 Tokens are whitespace-delimited pieces (`\\S+\\s*`), so max_tokens, stop strings and usage behave like a real
-engine's, predictably. Nothing here is random.
+engine's, predictably. Nothing here is random. `latency` makes each call take that long (a slow engine, for
+cancellation and load tests); `stream` and `stream_generate` hand out the pieces one by one, as an engine decodes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ponder.errors import BackendError
@@ -52,8 +54,12 @@ class ScriptedBackend:
     """Replays `script`: a list consumed in order, or a function of (call, index within the call)."""
 
     def __init__(self, script: Script, model: str = "scripted", info: ModelInfo | None = None,
-                 supports_n: bool = True) -> None:
+                 supports_n: bool = True, latency: float = 0.0) -> None:
         self.model = model
+        self.latency = latency
+        """Seconds each call waits before answering (0: answer at once)."""
+        self.cancelled = 0
+        """Calls cancelled while waiting (a client that went away)."""
         self.info = info or ModelInfo(name=model, n_params=1_000_000, n_layers=2, d_model=64,
                                       n_heads=4, n_kv_heads=4, head_dim=16, n_ctx_train=4096)
         self.calls: list[ScriptedCall] = []
@@ -73,6 +79,12 @@ class ScriptedBackend:
     async def generate(
         self, messages: Sequence[Message], params: SamplingParams, prefix: str = ""
     ) -> list[Generation]:
+        if self.latency > 0:
+            try:
+                await asyncio.sleep(self.latency)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         call = ScriptedCall(tuple(messages), params, prefix)
         self.calls.append(call)
         prompt_tokens = sum(count_tokens(m.content) for m in messages) + count_tokens(prefix)
@@ -80,6 +92,22 @@ class ScriptedBackend:
         for i in range(params.n):
             out.append(self._render(self._next(call, i), params, prompt_tokens if i == 0 else 0))
         return out
+
+    async def stream_generate(self, messages: Sequence[Message], params: SamplingParams, prefix: str = "",
+                              on_delta: Callable[[str], None] | None = None) -> list[Generation]:
+        """`generate`, handing each token of the (single) generation to `on_delta` as it is "decoded"."""
+        gens = await self.generate(messages, params.with_(n=1), prefix)
+        for piece in _PIECE.findall(gens[0].text):
+            if on_delta is not None:
+                on_delta(piece)
+            await asyncio.sleep(0)  # let the consumer run between tokens, as a real engine would
+        return gens
+
+    async def stream(self, messages: Sequence[Message], params: SamplingParams, prefix: str = "") -> AsyncIterator[str]:
+        """The tokens of one generation, one by one."""
+        gens = await self.generate(messages, params.with_(n=1), prefix)
+        for piece in _PIECE.findall(gens[0].text):
+            yield piece
 
     @staticmethod
     def _render(reply: Reply, params: SamplingParams, prompt_tokens: int) -> Generation:

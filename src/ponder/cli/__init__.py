@@ -17,3 +17,4 @@ from ponder.cli import ask, strategies  # noqa: E402,F401
 from ponder.cli import report  # noqa: E402,F401,I001
 from ponder.cli import bench  # noqa: E402,F401
 from ponder.cli import data, sweep  # noqa: E402,F401
+from ponder.cli import serve  # noqa: E402,F401

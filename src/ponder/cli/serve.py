@@ -1,0 +1,97 @@
+"""`ponder serve`: run the OpenAI-compatible server (ponder.server) on a local model or in front of another server.
+
+    ponder serve --model qwen2.5-coder-1.5b              a catalogue model or a .gguf path, run on llama.cpp
+    ponder serve --upstream http://host:8000/v1 --upstream-model NAME   proxy any OpenAI-compatible server
+
+The backend comes from ponder.backends.factory.open_backend, as in `ponder ask`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from ponder.cli import app
+from ponder.errors import InvalidParameter, PonderError
+
+err_console = Console(stderr=True)
+_EFFORT = re.compile(r"^(?P<level>[a-z]+)=(?P<strategy>[a-z][a-z0-9_]*?)(?:-(?P<k>\d+))?$")
+
+
+def parse_efforts(items: list[str]) -> dict[str, Any]:
+    """`LEVEL=STRATEGY[-K]` items -> Effort overrides on top of the defaults."""
+    from ponder.server.config import DEFAULT_EFFORTS, Effort
+
+    efforts = dict(DEFAULT_EFFORTS)
+    for item in items:
+        m = _EFFORT.match(item.strip())
+        if m is None:
+            raise InvalidParameter("--effort", item,
+                                   "use LEVEL=STRATEGY or LEVEL=STRATEGY-K, e.g. high=self_consistency-8")
+        efforts[m["level"]] = Effort(m["strategy"], {}, int(m["k"]) if m["k"] else None)
+    return efforts
+
+
+def open_server_backend(model: str, upstream: str | None, upstream_model: str | None, upstream_key_env: str,
+                        threads: int | None, n_ctx: int | None) -> Any:
+    """The backend to serve: the upstream server if given, else the local model."""
+    from ponder.backends.factory import open_backend
+
+    if upstream:
+        return open_backend(upstream, model=upstream_model or model, api_key_env=upstream_key_env)
+    options = {k: v for k, v in (("n_threads", threads), ("n_ctx", n_ctx)) if v is not None}
+    return open_backend(model, **options)
+
+
+@app.command()
+def serve(
+    model: str = typer.Option("qwen2.5-coder-1.5b", "--model", "-m", help="A catalogue model name or a GGUF path."),
+    upstream: str | None = typer.Option(None, "--upstream", help="Proxy this OpenAI-compatible server (…/v1)."),
+    upstream_model: str | None = typer.Option(None, "--upstream-model", help="The model to ask the upstream for."),
+    upstream_key_env: str = typer.Option("OPENAI_API_KEY", "--upstream-key-env",
+                                         help="Environment variable with the upstream's API key."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    api_key_env: str | None = typer.Option(None, "--api-key-env",
+                                           help="Require 'Authorization: Bearer $VAR' from clients."),
+    max_concurrency: int = typer.Option(64, "--max-concurrency", help="Requests in flight; more get 429."),
+    max_n: int = typer.Option(16, "--max-n", help="Most choices (n) per request."),
+    max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Larger bodies get 413."),
+    effort: list[str] = typer.Option([], "--effort", help="reasoning_effort mapping, LEVEL=STRATEGY[-K]."),
+    strict_model: bool = typer.Option(False, "--strict-model", help="404 for a model name this server lacks."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for a local model."),
+    n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context window for a local model."),
+) -> None:
+    """Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics) with
+    test-time compute chosen by reasoning_effort, a STRATEGY[-K]:MODEL name, or a `ponder` body field."""
+    try:
+        import uvicorn
+
+        from ponder.server import ServerConfig, create_app
+    except ImportError:
+        err_console.print("[bold red]error:[/] the server needs its extra: pip install 'ponder[server]'")
+        raise typer.Exit(1) from None
+    backend = None
+    try:
+        config = ServerConfig(api_key_env=api_key_env, max_concurrency=max_concurrency, max_n=max_n,
+                              max_body_bytes=max_body_bytes, efforts=parse_efforts(effort), strict_model=strict_model)
+        backend = open_server_backend(model, upstream, upstream_model, upstream_key_env, threads, n_ctx)
+        api = create_app(backend, config=config)
+        uvicorn.run(api, host=host, port=port, log_level="info")
+    except PonderError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2 if isinstance(exc, InvalidParameter) else 1) from None
+    finally:
+        _close(backend)
+
+
+def _close(backend: Any) -> None:
+    close = getattr(backend, "close", None)
+    if callable(close) and not inspect.iscoroutinefunction(close):
+        with contextlib.suppress(Exception):
+            close()

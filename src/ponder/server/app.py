@@ -1,0 +1,185 @@
+"""The OpenAI-compatible app: `create_app(backend, config=...)` -> an ASGI app (FastAPI behind the Gate).
+
+    POST /v1/chat/completions   POST /v1/completions   GET /v1/models   GET /health   GET /metrics
+
+A request becomes a Plan (routing.py), the Plan runs as `strategy.solve(problem, backend, ledger)` per choice
+(solving.py, the library's own path), and the outcomes become an OpenAI response (responses.py) or an SSE stream
+(streaming.py). Errors are OpenAI-shaped (errors.py); auth, body size and concurrency are checked in gate.py.
+A client that disconnects cancels its solve, streamed or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ponder.errors import InvalidParameter, PonderError
+from ponder.registry import STRATEGIES
+from ponder.server.config import ServerConfig
+from ponder.server.errors import ApiError, from_exception
+from ponder.server.gate import Gate
+from ponder.server.metrics import Metrics
+from ponder.server.responses import Outcome, chat_body, completion_body
+from ponder.server.routing import Plan, chat_problems, completion_problems, plan
+from ponder.server.schemas import ChatCompletionRequest, CompletionRequest, ErrorResponse
+from ponder.server.solving import run_plan
+from ponder.server.streaming import StreamRun
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 500, 502, 503, 504)
+}
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    return f"invalid request: {param or 'body'}: {first.get('msg', 'does not match the schema')}", param
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        json_error = any(e.get("type") == "json_invalid" for e in exc.errors())
+        return ApiError(400 if json_error else 422, message, param=param, code="invalid_request").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+        return ApiError(exc.status_code, message, headers=getattr(exc, "headers", None)).response()
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(PonderError)
+    async def ponder_error(_: Request, exc: PonderError) -> JSONResponse:
+        return from_exception(exc).response()
+
+
+async def _until_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _solve_or_cancel(request: Request, the_plan: Plan, backend: Any, config: ServerConfig) -> list[Outcome]:
+    """Run the plan; if the client disconnects first, cancel it (the backend frees the slots)."""
+    solve = asyncio.ensure_future(run_plan(the_plan, backend, config.prices))
+    watch = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({solve, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not solve.done():
+            solve.cancel()
+    if solve.cancelled():
+        raise ApiError(499, "the client closed the request", code="client_closed")
+    return solve.result()
+
+
+class _Service:
+    """The handlers' shared state: backend, config, metrics."""
+
+    def __init__(self, backend: Any, config: ServerConfig, metrics: Metrics) -> None:
+        self.backend, self.config, self.metrics = backend, config, metrics
+        self.served = config.model_name or getattr(backend, "model", "") or "ponder"
+
+    async def answer(self, request: Request, req: ChatCompletionRequest | CompletionRequest, chat: bool) -> Any:
+        try:
+            return await self._answer(request, req, chat)
+        except (ApiError, PonderError):
+            raise
+        except Exception as exc:  # never a stack trace in a response: logged, answered with a generic 500
+            raise from_exception(exc) from None
+
+    async def _answer(self, request: Request, req: ChatCompletionRequest | CompletionRequest, chat: bool) -> Any:
+        problems = chat_problems(req) if chat else completion_problems(req)  # type: ignore[arg-type]
+        the_plan = plan(req, problems, self.served, self.config)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            run = StreamRun(the_plan, self.backend, self.config.prices, self.metrics, chat, include_usage,
+                            self.config.keepalive_s)
+            try:
+                await run.first()
+            except BaseException:
+                run.close()
+                raise
+            return StreamingResponse(run.events(), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        start = time.perf_counter()
+        outcomes = await _solve_or_cancel(request, the_plan, self.backend, self.config)
+        for o in outcomes:
+            self.metrics.observe_solve(the_plan.label, o.ledger.usage_by_role)
+        build = chat_body if chat else completion_body
+        return JSONResponse(build(the_plan, outcomes, self.backend, time.perf_counter() - start))
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{
+            "id": self.served, "object": "model", "created": 0, "owned_by": "ponder",
+            "ponder": {"strategies": STRATEGIES.names(), "reasoning_effort": {
+                level: {"strategy": e.strategy, "params": dict(e.params), "k": e.k}
+                for level, e in self.config.efforts.items()}},
+        }]}
+
+
+def _server_key(config: ServerConfig) -> str | None:
+    if config.api_key_env is None:
+        return None
+    key = os.environ.get(config.api_key_env, "")
+    if not key:
+        raise InvalidParameter("api_key_env", config.api_key_env,
+                               "set that environment variable to the key clients must send, or drop --api-key-env")
+    return key
+
+
+def create_app(backend: Any, *, config: ServerConfig | None = None) -> FastAPI:
+    """The app serving `backend` (any Backend) with `config` (metrics at app.state.metrics)."""
+    config = config or ServerConfig()
+    metrics = Metrics()
+    service = _Service(backend, config, metrics)
+    api = FastAPI(title="ponder", version="0.1.0", summary="OpenAI-compatible API with test-time compute.")
+    _install_error_handlers(api)
+
+    @api.post("/v1/chat/completions", responses=_ERRORS)
+    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Any:
+        return await service.answer(request, body, chat=True)
+
+    @api.post("/v1/completions", responses=_ERRORS)
+    async def completions(request: Request, body: CompletionRequest) -> Any:
+        return await service.answer(request, body, chat=False)
+
+    @api.get("/v1/models", responses=_ERRORS)
+    async def models() -> dict[str, Any]:
+        return service.models()
+
+    @api.get("/v1/models/{model_id:path}", responses=_ERRORS)
+    async def model(model_id: str) -> dict[str, Any]:
+        found = next((m for m in service.models()["data"] if m["id"] == model_id), None)
+        if found is None:
+            raise ApiError(404, f"the model {model_id!r} does not exist on this server; it serves "
+                           f"{service.served!r}", param="model", code="model_not_found")
+        return found
+
+    @api.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": service.served, "in_flight": metrics.in_flight}
+
+    @api.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    # Added last, so it runs first: before routing, validation and FastAPI's exception handlers.
+    api.add_middleware(Gate, config=config, metrics=metrics, key=_server_key(config))
+    api.state.metrics = metrics
+    api.state.config = config
+    return api

@@ -1,0 +1,182 @@
+"""Choosing the compute for a request: which strategy, with which params and budget, on which problem.
+
+The first of these that a request gives decides the strategy:
+
+    1. `ponder: {"strategy": ..., "params": {...}, "budget": {...}}`   full control
+    2. a model name `STRATEGY[-K]:MODEL`, e.g. `self_consistency-8:qwen2.5-coder-1.5b` (K: at_budget(k))
+    3. `reasoning_effort` (low/medium/high), mapped by ServerConfig.efforts
+    4. nothing: a plain request, answered by `cot` with the model's own behaviour (no system prompt of ours,
+       OpenAI's default temperature 1.0)
+
+`ponder.params` and `ponder.budget` apply to whichever strategy is chosen. The request's temperature, max_tokens
+and seed set the strategy fields of those names where it has them; `stop` and `top_p` apply to every call (see
+tap.py). Strategies are built by ponder.strategies.build, the same code as `ponder ask`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ponder.errors import InvalidParameter, UnknownName
+from ponder.ledger import Budget
+from ponder.registry import STRATEGIES
+from ponder.server.config import ServerConfig
+from ponder.server.errors import ApiError
+from ponder.server.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, stop_of
+from ponder.strategies import at_budget
+from ponder.strategies.build import build_strategy
+from ponder.types import Message, Problem
+
+# `STRATEGY-K:MODEL`: a prefix that looks like a strategy (lower-case words, optional -K) before the first colon.
+_MODEL_STRATEGY = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?)(?:-(?P<k>\d+))?:(?P<model>.+)$")
+# Strategies whose last policy call is the answer text itself: their answer can be streamed as it is decoded.
+LIVE_CONTENT = frozenset({"cot", "budget_forcing"})
+PLAIN_TEMPERATURE = 1.0  # OpenAI's default; our cot's own default (greedy) is for benchmarks
+_SEED_STRIDE = 1000  # choice i of a seeded request runs with seed + 1000 i, so its samples never overlap
+
+
+@dataclass(frozen=True)
+class ChatProblem(Problem):
+    """A Problem that is a whole conversation: the strategy sees every turn, not only the last question."""
+
+    conversation: tuple[Message, ...] = ()
+
+    def messages(self, system: str | None = None) -> tuple[Message, ...]:
+        """The conversation, with the strategy's system prompt (if any) placed before the client's own."""
+        own = [m for m in self.conversation if m.role == "system"]
+        rest = tuple(m for m in self.conversation if m.role != "system")
+        texts = ([system] if system else []) + [m.content for m in own]
+        return ((Message("system", "\n\n".join(texts)),) if texts else ()) + rest
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Request settings applied to every backend call of the solve."""
+
+    stop: tuple[str, ...] = ()
+    top_p: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything needed to answer one request: what to run, on what, within what."""
+
+    strategy: Any
+    """The strategy for choice 0; choice i uses `for_choice(i)`."""
+    label: str
+    problems: tuple[Problem, ...]
+    n: int
+    budget: Budget
+    overrides: Overrides
+    model: str
+    effort: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def live_content(self) -> bool:
+        return self.label in LIVE_CONTENT
+
+    def for_choice(self, i: int) -> Any:
+        seed = getattr(self.strategy, "seed", None)
+        if i == 0 or seed is None or not dataclasses.is_dataclass(self.strategy):
+            return self.strategy
+        return dataclasses.replace(self.strategy, seed=seed + i * _SEED_STRIDE)
+
+
+def split_model(model: str) -> tuple[str | None, int | None, str]:
+    """(strategy, k, model) from `STRATEGY[-K]:MODEL`; a name like `mistral:7b` stays a model name."""
+    m = _MODEL_STRATEGY.match(model)
+    if m is None or (m["name"] not in STRATEGIES and m["k"] is None):
+        return None, None, model
+    return m["name"], int(m["k"]) if m["k"] else None, m["model"]
+
+
+def to_message(m: ChatMessage) -> Message:
+    content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content or ())
+    return Message("system" if m.role in ("system", "developer") else m.role, content)
+
+
+def _choose(req: ChatCompletionRequest | CompletionRequest, config: ServerConfig) -> tuple[str, int | None, dict]:
+    """(strategy name, k, params) by the precedence in the module docstring."""
+    opts = req.ponder
+    params: dict[str, Any] = dict(opts.params) if opts else {}
+    from_model, k, _ = split_model(req.model)
+    if opts and opts.strategy:
+        return opts.strategy, k if from_model == opts.strategy else None, params
+    if from_model:
+        return from_model, k, params
+    if req.reasoning_effort is not None:
+        effort = config.efforts.get(req.reasoning_effort)
+        if effort is None:
+            raise InvalidParameter("reasoning_effort", req.reasoning_effort,
+                                   f"use one of: {', '.join(config.efforts)}")
+        return effort.strategy, effort.k, {**effort.params, **params}
+    return "cot", None, {"system": "", **params}
+
+
+def _strategy(name: str, k: int | None, params: dict[str, Any], req: Any, plain: bool,
+              config: ServerConfig) -> Any:
+    if name not in STRATEGIES:
+        raise UnknownName("strategy", name, STRATEGIES.names(),
+                          "choose one in ponder.strategy, the model name (STRATEGY[-K]:MODEL) or reasoning_effort")
+    temperature = req.temperature if req.temperature is not None or not plain else PLAIN_TEMPERATURE
+    max_tokens = req.token_limit() or (config.default_max_tokens if plain else None)
+    options = {"temperature": temperature, "max_tokens": max_tokens, "seed": req.seed}
+    built = build_strategy(name, options, params, skip_missing_options=True, param_label="ponder.params")
+    if k is not None:
+        if k < 1:
+            raise InvalidParameter("model", req.model, "use K >= 1 in STRATEGY-K:MODEL")
+        built = at_budget(built, k)
+    return built
+
+
+def _budget(req: Any) -> Budget:
+    spec = req.ponder.budget if req.ponder else None
+    if spec is None:
+        return Budget()
+    return Budget(tokens=spec.tokens, calls=spec.calls, usd=spec.usd, seconds=spec.seconds)
+
+
+def _check_model(model: str, served: str, config: ServerConfig) -> None:
+    if config.strict_model and model != served:
+        raise ApiError(404, f"the model {model!r} does not exist on this server; it serves {served!r}",
+                       param="model", code="model_not_found")
+
+
+def plan(req: ChatCompletionRequest | CompletionRequest, problems: Sequence[Problem], served: str,
+         config: ServerConfig) -> Plan:
+    """The Plan for a request (raises InvalidParameter / UnknownName / ApiError for a bad one)."""
+    _, _, model = split_model(req.model)
+    _check_model(model, served, config)
+    if req.n * len(problems) > config.max_n:
+        raise InvalidParameter("n", req.n, f"ask for at most {config.max_n} choices per request "
+                               f"(n x prompts = {req.n * len(problems)})")
+    name, k, params = _choose(req, config)
+    plain = not (req.ponder and req.ponder.strategy) and split_model(req.model)[0] is None \
+        and req.reasoning_effort is None
+    strategy = _strategy(name, k, params, req, plain, config)
+    overrides = Overrides(stop=stop_of(req.stop), top_p=req.top_p)
+    if any(not s for s in overrides.stop):
+        raise InvalidParameter("stop", req.stop, "remove the empty stop string")
+    label = getattr(strategy, "name", name)
+    return Plan(strategy, label, tuple(problems), req.n, _budget(req), overrides, served,
+                req.reasoning_effort, params)
+
+
+def chat_problems(req: ChatCompletionRequest) -> tuple[Problem, ...]:
+    conversation = tuple(to_message(m) for m in req.messages)
+    question = next((m.content for m in reversed(conversation) if m.role == "user"), "")
+    kind = req.ponder.kind if req.ponder else "open"
+    return (ChatProblem(id="chat", question=question, kind=kind, conversation=conversation),)
+
+
+def completion_problems(req: CompletionRequest) -> tuple[Problem, ...]:
+    prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+    if not prompts:
+        raise InvalidParameter("prompt", req.prompt, "give a prompt, or a non-empty list of prompts")
+    kind = req.ponder.kind if req.ponder else "open"
+    return tuple(Problem(id=f"prompt-{i}", question=p, kind=kind) for i, p in enumerate(prompts))
