@@ -205,6 +205,18 @@ def test_cli_runs_resumes_and_refuses_other_settings(tmp_path):
     assert "seed: 0 -> 5" in refused.output and "budgets: [1, 2] -> [1, 4]" in refused.output
 
 
+def test_cli_passes_task_options_to_jsonl(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"q": "What is number 0?", "label": "3"}\n{"q": "What is number 1?", "label": "5"}\n')
+    result = cli("--task", f"jsonl:{path}", "--task-opt", "question_field=q", "--task-opt", "answer_field=label",
+                 "--model", "scripted", "--strategies", "cot", "--budgets", "1", "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    store = Store.open(tmp_path / "r")
+    assert store.config["task_options"] == {"question_field": "q", "answer_field": "label"}
+    assert [p.reference for p in store.problems()] == ["3", "5"]
+    assert cli("--task-opt", "oops", "--task", "gsm8k", "--model", "scripted", "--out", tmp_path / "s").exit_code == 2
+
+
 def test_cli_reports_truncation(tmp_path):
     task = write_task(tmp_path, 2)
     result = cli("--task", task, "--model", "scripted", "--budgets", "1,2", "--max-tokens", "3",

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +41,14 @@ def sweep(
     temperature: float = typer.Option(None, help="Pool sampling temperature [default: 0.8]."),
     concurrency: int = typer.Option(4, help="Work units in flight at once (the local engine batches them)."),
     n_threads: int = typer.Option(None, "--n-threads", help="CPU threads for a local model."),
+    task_opt: list[str] = typer.Option(None, "--task-opt", help="KEY=VALUE for the task, repeatable, e.g. "
+                                       "question_field=q answer_field=label for jsonl:PATH."),
 ) -> None:
     """Run a sweep into a SQLite store: one row per sample, resumable after any interruption."""
-    given = {"task": task, "model": model, "strategies": strategies, "budgets": budgets, "limit": limit,
-             "seed": seed, "max_tokens": max_tokens, "temperature": temperature}
     try:
+        given = {"task": task, "model": model, "strategies": strategies, "budgets": budgets, "limit": limit,
+                 "seed": seed, "max_tokens": max_tokens, "temperature": temperature,
+                 "task_options": _task_options(task_opt) if task_opt else None}
         asyncio.run(_run({k: v for k, v in given.items() if v is not None}, out, resume, concurrency, n_threads))
     except PonderError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
@@ -52,6 +56,20 @@ def sweep(
     except KeyboardInterrupt:
         err_console.print(f"interrupted; finish it with: ponder sweep --resume {resume or out}")
         raise typer.Exit(130) from None
+
+
+def _task_options(pairs: list[str]) -> dict[str, Any]:
+    """["answer_field=label", "config={\"min_terms\": 2}"] -> a dict; values are read as JSON where they parse."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidParameter("task-opt", pair, "write it as KEY=VALUE, e.g. --task-opt answer_field=label")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
 
 
 def _config(given: dict[str, Any], stored: dict[str, Any] | None) -> Any:
