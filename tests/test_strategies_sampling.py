@@ -140,6 +140,13 @@ def test_best_of_n_with_an_oracle_needs_a_reference_and_fails_before_sampling():
     assert backend.calls == []
 
 
+def test_best_of_n_with_the_math_oracle_is_pass_at_n():
+    backend = ScriptedBackend(says(4, 5, 4))
+    result, ledger = solve(BestOfN(n=3, verifier="math", mode="max"), backend)
+    assert result.answer == "5" and [c.score for c in result.candidates] == [0.0, 1.0, 0.0]
+    assert "verifier" not in ledger.usage_by_role  # grading against the reference costs no model calls
+
+
 def test_best_of_n_rejects_unknown_verifiers_and_modes():
     with pytest.raises(Exception, match="valid verifiers"):
         BestOfN(verifier="oracle_of_delphi")
