@@ -152,6 +152,8 @@ def test_best_of_n_rejects_unknown_verifiers_and_modes():
         BestOfN(verifier="oracle_of_delphi")
     with pytest.raises(InvalidParameter, match="mode"):
         BestOfN(mode="median")
+    with pytest.raises(InvalidParameter, match="verifier"):
+        BestOfN(verifier=0.5)
 
 
 # -- adaptive consistency -----------------------------------------------------------------------------------

@@ -88,6 +88,8 @@ class BestOfN(Sampled):
             raise InvalidParameter("mode", self.mode, 'use "max" or "weighted"')
         if isinstance(self.verifier, str) and self.verifier not in VERIFIERS:
             VERIFIERS.get(self.verifier)  # raises UnknownName listing the valid verifiers
+        if not isinstance(self.verifier, str) and not callable(getattr(self.verifier, "score", self.verifier)):
+            raise InvalidParameter("verifier", self.verifier, "use a verifier name, a Verifier, or a callable")
 
     def at_budget(self, k: int) -> BestOfN:
         return replace(self, n=k)
