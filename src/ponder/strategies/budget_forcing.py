@@ -9,13 +9,14 @@ Thinking calls are metered with `thinking=True`, so the ledger reports thinking 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from ponder.answers import answer_of
 from ponder.errors import BudgetExhausted, InvalidParameter
 from ponder.ledger import Ledger
-from ponder.types import Candidate, FinishReason, Problem, Result, SamplingParams
+from ponder.types import Candidate, FinishReason, Generation, Message, Problem, Result, SamplingParams
 
 THINK_OPEN = "<think>\n"
 THINK_CLOSE = "</think>"
@@ -96,7 +97,7 @@ class BudgetForcing:
                       ledger.usage_by_role, exhausted, tuple(trace))
 
     async def _think(
-        self, messages: Any, backend: object, ledger: Ledger, trace: list[dict[str, Any]]
+        self, messages: Sequence[Message], backend: object, ledger: Ledger, trace: list[dict[str, Any]]
     ) -> tuple[str, int, bool, bool]:
         """Think until the model stops past the minimum, or the maximum is reached. Returns
         (thinking text, thinking tokens, whether the answer must be forced, whether the budget ran out)."""
@@ -110,7 +111,7 @@ class BudgetForcing:
             params = SamplingParams(max_tokens=left, temperature=self.temperature, stop=(THINK_CLOSE,),
                                     seed=self.seed)
             try:
-                (gen,) = (await thinker.generate(messages, params, THINK_OPEN + thinking))[:1]
+                gen = (await thinker.generate(messages, params, THINK_OPEN + thinking))[0]
             except BudgetExhausted as e:
                 trace.append({"event": "budget_exhausted", "during": "thinking", "detail": str(e)})
                 return thinking, used, True, True
@@ -128,7 +129,7 @@ class BudgetForcing:
             trace.append({"event": "stopped", "thinking_tokens": used, "waits": waits})
             return thinking, used, False, False
 
-    async def _answer(self, messages: Any, backend: object, ledger: Ledger, prefix: str) -> Any:
+    async def _answer(self, messages: Sequence[Message], backend: object, ledger: Ledger, prefix: str) -> Generation:
         answerer = ledger.meter(backend, "policy", thinking=False)
         params = SamplingParams(max_tokens=self.answer_max_tokens, temperature=self.temperature, seed=self.seed)
         return (await answerer.generate(messages, params, prefix))[0]
