@@ -1,0 +1,67 @@
+"""A bounded load test: 64 concurrent clients against a live server on the scripted backend lose nothing.
+
+Each client sends its own questions (some streamed, some with a voting strategy); the scripted backend echoes the
+question, so every answer can be matched to its request. Every response must be a 200 with a distinct id, the
+right answer, and usage; afterwards nothing is left in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+
+from ponder.backends.scripted import ScriptedBackend, ScriptedCall
+from ponder.server import create_app
+from test_server import MODEL, live_server
+
+CLIENTS, REQUESTS_EACH = 64, 4
+
+
+def echo(call: ScriptedCall, i: int) -> str:
+    return f"You asked {call.last_user}"
+
+
+async def one_client(base: str, c: int) -> list[tuple[str, str, str]]:
+    """(question, answer, id) for each request of client c."""
+    out = []
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        for j in range(REQUESTS_EACH):
+            question = f"q-{c}-{j}"
+            body: dict = {"model": MODEL, "messages": [{"role": "user", "content": question}]}
+            if j == 1:
+                body["reasoning_effort"] = "medium"
+            if j == 2:
+                body["stream"] = True
+                async with http.stream("POST", "/chat/completions", json=body) as r:
+                    assert r.status_code == 200
+                    events = [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
+                assert events[-1] == "[DONE]"
+                chunks = [json.loads(e) for e in events[:-1]]
+                text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
+                out.append((question, text, chunks[0]["id"]))
+                continue
+            r = await http.post("/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            reply = r.json()
+            assert reply["usage"]["completion_tokens"] > 0
+            out.append((question, reply["choices"][0]["message"]["content"], reply["id"]))
+    return out
+
+
+def test_64_concurrent_clients_lose_nothing() -> None:
+    backend = ScriptedBackend(echo, model=MODEL, latency=0.005)
+    app = create_app(backend)
+    with live_server(app) as url:
+        async def run() -> list[tuple[str, str, str]]:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(one_client(url, c) for c in range(CLIENTS))), timeout=240)
+            return [r for client in results for r in client]
+        results = asyncio.run(run())
+        health = httpx.get(url.removesuffix("/v1") + "/health").json()
+    assert len(results) == CLIENTS * REQUESTS_EACH
+    assert all(answer == f"You asked {question}" for question, answer, _ in results)
+    assert len({rid for _, _, rid in results}) == len(results)
+    assert health["in_flight"] == 0
+    assert app.state.metrics.requests[("/v1/chat/completions", 200)] == CLIENTS * REQUESTS_EACH
