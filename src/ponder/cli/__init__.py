@@ -14,7 +14,7 @@ app = typer.Typer(
 # Each module below adds its commands to `app` (or a sub-app) on import; one line per module.
 from ponder.cli import models  # noqa: E402,F401,I001
 from ponder.cli import ask, strategies  # noqa: E402,F401
-from ponder.cli import report  # noqa: E402,F401,I001
+from ponder.cli import report  # noqa: E402,F401
 from ponder.cli import bench  # noqa: E402,F401
 from ponder.cli import data, sweep  # noqa: E402,F401
 from ponder.cli import serve  # noqa: E402,F401
