@@ -28,7 +28,8 @@ def main() -> None:
         print(f"run {r + 1}/{runs}: {mode}", flush=True)
 
     result = run_engine_benchmark(resolve(args.model), runs=args.runs, max_tokens=args.max_tokens,
-                                  n_threads=args.threads, progress=progress)
+                                  n_threads=args.threads, progress=progress,
+                                  on_run=lambda partial: write_result(partial, args.out))
     write_result(result, args.out)
     print(json.dumps({k: v for k, v in result.items() if k.startswith("ratio") or k in ("sequential", "batched",
                                                                                           "concurrent")}, indent=1))

@@ -96,8 +96,12 @@ def _summary(timings: list[Timing]) -> dict[str, Any]:
 def run_engine_benchmark(
     model_path: str | os.PathLike[str], *, runs: int = 3, width: int = 8, max_tokens: int = 256,
     temperature: float = 0.8, n_threads: int = 2, progress: Progress | None = None,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Time the three modes `runs` times each (interleaved) and return the results as a JSON-ready dict."""
+    """Time the three modes `runs` times each (interleaved) and return the results as a JSON-ready dict.
+
+    `on_run` gets the report so far after each round (so a slow machine still leaves partial results).
+    """
     import llama_cpp
 
     from ponder.backends.llamacpp import LlamaCppBackend
@@ -110,15 +114,21 @@ def run_engine_benchmark(
     timings: dict[str, list[Timing]] = {m: [] for m in MODES}
     load_start = os.getloadavg()
     try:
+        for mode in MODES:  # warm-up: page the weights in and build the compute graphs before timing
+            RUNNERS[mode](llm, engine, prompt_text, 2, 4, temperature)
         for r in range(runs):
             for mode in MODES:
                 if progress:
                     progress(mode, r, runs)
                 timings[mode].append(RUNNERS[mode](llm, engine, prompt_text, width, max_tokens, temperature))
+            if on_run:
+                on_run(_report(timings, engine.model, prompt_tokens, width, max_tokens, temperature, n_threads,
+                               load_start) | {"complete": r + 1 == runs})
     finally:
         engine.close()
         llm.close()
-    return _report(timings, engine.model, prompt_tokens, width, max_tokens, temperature, n_threads, load_start)
+    return _report(timings, engine.model, prompt_tokens, width, max_tokens, temperature, n_threads,
+                   load_start) | {"complete": True}
 
 
 def _report(timings: dict[str, list[Timing]], model: str, prompt_tokens: int, width: int, max_tokens: int,

@@ -43,7 +43,7 @@ def engine(
                 bar.update(task, completed=done, description=f"run {r + 1}/{total}: {mode}")
 
             result = run_engine_benchmark(path, runs=runs, max_tokens=max_tokens, n_threads=threads,
-                                          progress=progress)
+                                          progress=progress, on_run=lambda partial: write_result(partial, out))
             bar.update(task, completed=runs * len(MODES), description="done")
     except PonderError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
