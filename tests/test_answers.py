@@ -53,3 +53,10 @@ def test_normalize(raw, normal):
 def test_votes_agree_across_formats():
     texts = ["The answer is $18.00.", "so \\boxed{18}", "#### 18", "we get 18 dollars in total: 18"]
     assert {answer_of(t) for t in texts} == {"18"}
+
+
+def test_the_answer_ends_with_its_sentence():
+    from ponder.answers import answer_of
+
+    assert answer_of("The answer is 7. Tom has 3 apples left.") == "7"
+    assert answer_of("The answer is 3.5. That is all.") == "3.5"

@@ -59,7 +59,8 @@ def _answer_is(text: str) -> str | None:
     found = _last(_ANSWER_IS, text)
     while found and (inner := _last(_ANSWER_IS, found)) and inner != found:
         found = inner
-    return found
+    # The answer ends with its sentence: "The answer is 7. Tom has 3 left." answers 7 (a decimal point has no space).
+    return re.split(r"\.(?:\s|$)", found, maxsplit=1)[0] if found else found
 
 
 def _last(pattern: re.Pattern[str], text: str) -> str | None:
