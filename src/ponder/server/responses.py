@@ -135,7 +135,7 @@ def ponder_block(plan: Plan, outcomes: Sequence[Outcome], backend: Any, seconds:
         "strategy": plan.label,
         "params": _params(plan.strategy),
         "reasoning_effort": plan.effort,
-        "budget": dataclasses.asdict(plan.budget),
+        "budget": {k: getattr(plan.budget, k) for k in ("tokens", "calls", "usd", "seconds")},
         "choices": [_choice_block(o) for o in outcomes],
         "usage_by_role": {role: u.to_dict() for role, u in by_role.items()},
         "usd": sum(o.ledger.usd for o in outcomes),

@@ -150,14 +150,13 @@ def _check_model(model: str, served: str, config: ServerConfig) -> None:
 def plan(req: ChatCompletionRequest | CompletionRequest, problems: Sequence[Problem], served: str,
          config: ServerConfig) -> Plan:
     """The Plan for a request (raises InvalidParameter / UnknownName / ApiError for a bad one)."""
-    _, _, model = split_model(req.model)
+    from_model, _, model = split_model(req.model)
     _check_model(model, served, config)
     if req.n * len(problems) > config.max_n:
         raise InvalidParameter("n", req.n, f"ask for at most {config.max_n} choices per request "
                                f"(n x prompts = {req.n * len(problems)})")
     name, k, params = _choose(req, config)
-    plain = not (req.ponder and req.ponder.strategy) and split_model(req.model)[0] is None \
-        and req.reasoning_effort is None
+    plain = not (req.ponder and req.ponder.strategy) and from_model is None and req.reasoning_effort is None
     strategy = _strategy(name, k, params, req, plain, config)
     overrides = Overrides(stop=stop_of(req.stop), top_p=req.top_p)
     if any(not s for s in overrides.stop):
