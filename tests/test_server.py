@@ -268,7 +268,12 @@ def test_tiny_real_model_through_the_sdk() -> None:
         assert 0 < reply.usage.completion_tokens <= 8
         pieces = [c.choices[0].delta.content for c in ask(client, max_tokens=8, temperature=0, stream=True)
                   if c.choices and c.choices[0].delta.content]
+        assert len(pieces) > 1  # token by token (LlamaCppBackend.stream_generate)
         assert "".join(pieces) == reply.choices[0].message.content  # greedy: the same text, streamed
         voted = ask(client, model="self_consistency-2:smollm2", max_tokens=8)
         assert voted.usage.completion_tokens > reply.usage.completion_tokens - 1
         assert len(voted.model_extra["ponder"]["choices"][0]["candidates"]) == 2
+        thinking = ask(client, stream=True, extra_body={"ponder": {"strategy": "budget_forcing", "params": {
+            "max_thinking_tokens": 8, "answer_max_tokens": 4}}})
+        deltas = [(c.choices[0].delta.model_extra or {}).get("reasoning_content") for c in thinking if c.choices]
+        assert len([d for d in deltas if d]) > 1  # the engine's thinking arrives as it is decoded

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,23 @@ class LlamaCppBackend:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
+        finally:
+            if not job.sink.future.done():
+                self._scheduler.cancel(job)
+
+    async def stream_generate(self, messages: Sequence[Message], params: SamplingParams, prefix: str = "",
+                              on_delta: Callable[[str], None] | None = None) -> list[Generation]:
+        """`generate` for one generation (n=1) that also hands each decoded piece of text to `on_delta` as it comes.
+        The Generation returned is exact (usage, finish_reason): the server streams thinking with it."""
+        if params.n != 1:
+            raise InvalidParameter("n", params.n, "stream one generation at a time: use n=1")
+        job = self._job(messages, params, prefix, stream=True)
+        self._scheduler.submit(job)
+        try:
+            while (item := await job.sink.stream.get()) is not _END and not isinstance(item, BaseException):
+                if on_delta is not None:
+                    on_delta(item)
+            return await job.sink.future
         finally:
             if not job.sink.future.done():
                 self._scheduler.cancel(job)
