@@ -3,6 +3,7 @@
     ponder sweep --task gsm8k --model qwen2.5-coder-1.5b --strategies cot,self_consistency,best_of_n \
                  --budgets 1,2,4,8,16 --limit 50 --seed 0 --out runs/NAME
     ponder sweep --resume runs/NAME          # after a crash or kill -9: finishes what is missing
+    ponder sweep ... --ray --actors 2        # the same sweep on Ray actors (--ray-address ADDR joins a cluster)
 """
 
 from __future__ import annotations
@@ -43,13 +44,21 @@ def sweep(
     n_threads: int = typer.Option(None, "--n-threads", help="CPU threads for a local model."),
     task_opt: list[str] = typer.Option(None, "--task-opt", help="KEY=VALUE for the task, repeatable, e.g. "
                                        "question_field=q answer_field=label for jsonl:PATH."),
+    ray: bool = typer.Option(False, "--ray", help="Run the units on Ray actors (a local Ray instance unless "
+                             "--ray-address is given). Needs pip install 'ponder[ray]'."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Join this Ray cluster (auto, ray://HEAD:10001); "
+                                    "implies --ray."),
+    actors: int = typer.Option(2, "--actors", help="With --ray: actors, each holding one model replica "
+                               "(--concurrency units in flight on each, --n-threads threads each)."),
 ) -> None:
     """Run a sweep into a SQLite store: one row per sample, resumable after any interruption."""
     try:
         given = {"task": task, "model": model, "strategies": strategies, "budgets": budgets, "limit": limit,
                  "seed": seed, "max_tokens": max_tokens, "temperature": temperature,
                  "task_options": _task_options(task_opt) if task_opt else None}
-        asyncio.run(_run({k: v for k, v in given.items() if v is not None}, out, resume, concurrency, n_threads))
+        ray_options = _ray_options(ray, ray_address, actors)
+        asyncio.run(_run({k: v for k, v in given.items() if v is not None}, out, resume, concurrency, n_threads,
+                         ray_options))
     except PonderError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -86,8 +95,7 @@ def _config(given: dict[str, Any], stored: dict[str, Any] | None) -> Any:
 
 
 async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, concurrency: int,
-               n_threads: int | None) -> None:
-    from ponder.experiments.executor import InProcessExecutor
+               n_threads: int | None, ray: Any = None) -> None:
     from ponder.experiments.store import Store
     from ponder.experiments.sweep import Tally, check_resume, run_sweep, settings
     from ponder.tasks import load_task
@@ -100,7 +108,7 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
         if store:  # settings the user gave that differ are refused before the model loads
             check_resume({k: store.config.get(k) for k in config.to_dict()}, config.to_dict(), resume)
         kind = load_task(config.task, **config.task_options).kind  # an unknown task fails before the model loads
-        backend = _open_backend(config.model, n_threads)
+        backend = _open_backend(config.model, n_threads, ray)
         try:
             provenance = settings(config, backend, kind)
             if store:
@@ -116,7 +124,7 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
             with _progress() as progress:
                 bar = progress.add_task("sweep", total=None)
                 tally = await run_sweep(
-                    config, backend, store, InProcessExecutor(backend, concurrency),
+                    config, backend, store, _executor(backend, concurrency, ray),
                     on_start=lambda total, done: progress.update(bar, total=total, completed=done),
                     on_result=show)
         finally:
@@ -129,8 +137,38 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
             store.close()
 
 
-def _open_backend(spec: str, n_threads: int | None) -> Any:
+def _ray_options(ray: bool, address: str | None, actors: int) -> Any:
+    """RayOptions when --ray or --ray-address was given, else None (the in-process executor)."""
+    if not (ray or address):
+        return None
+    from ponder.distributed.launch import RayOptions
+
+    if actors < 1:
+        raise InvalidParameter("actors", actors, "use a whole number >= 1")
+    return RayOptions(address=address, replicas=actors)
+
+
+def _executor(backend: Any, concurrency: int, ray: Any) -> Any:
+    """Who runs the units: Ray actors (each with its replica), or this process on `backend`."""
+    if ray is not None:
+        from ponder.distributed.executor import RayExecutor
+
+        def died(index: int, in_flight: int) -> None:
+            err_console.print(f"[yellow]Ray actor {index} died;[/] its {in_flight} unit(s) go to the other actors")
+
+        return RayExecutor(backend.pool, concurrency, on_actor_death=died)
+    from ponder.experiments.executor import InProcessExecutor
+
+    return InProcessExecutor(backend, concurrency)
+
+
+def _open_backend(spec: str, n_threads: int | None, ray: Any = None) -> Any:
     from ponder.backends.factory import open_backend
+
+    if ray is not None:  # each actor opens its own replica; the driver sees them as one backend
+        from ponder.distributed.launch import open_ray_backend
+
+        return open_ray_backend(spec, ray, n_threads)
 
     local = spec != "scripted" and not spec.startswith(("http://", "https://"))
     return open_backend(spec, **({"n_threads": n_threads} if local and n_threads else {}))
