@@ -277,3 +277,16 @@ def test_tiny_real_model_through_the_sdk() -> None:
             "max_thinking_tokens": 8, "answer_max_tokens": 4}}})
         deltas = [(c.choices[0].delta.model_extra or {}).get("reasoning_content") for c in thinking if c.choices]
         assert len([d for d in deltas if d]) > 1  # the engine's thinking arrives as it is decoded
+
+
+def test_streaming_n_choices_and_completions(client) -> None:
+    texts: dict[int, str] = {}
+    finished = set()
+    for chunk in ask(client, stream=True, n=2):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert texts == {0: "So the answer is 4.", 1: "So the answer is 4."} and finished == {0, 1}
+    stream = client.completions.create(model=MODEL, prompt="2+2?", stream=True)
+    assert "".join(c.choices[0].text for c in stream if c.choices) == "So the answer is 4."
