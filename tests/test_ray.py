@@ -257,3 +257,16 @@ def test_server_answers_through_ray_replicas(ray_session):
         backend.close()
     assert response.status_code == 200, response.text
     assert "5" in response.json()["choices"][0]["message"]["content"]
+
+
+def test_serve_opens_k_ray_replicas_of_the_model(ray_session):
+    from ponder.cli.serve import open_server_backend
+    from ponder.distributed.launch import RayOptions
+
+    backend = open_server_backend("scripted", None, None, "OPENAI_API_KEY", None, None, RayOptions(replicas=3))
+    try:
+        assert isinstance(backend, RayReplicaBackend) and len(set(backend.pool.pids())) == 3
+        assert asyncio.run(_ask(backend, "echo me"))[0].text == "echo me"
+    finally:
+        backend.close()
+    assert ray.is_initialized()  # it joined this module's Ray instance, and left it running

@@ -2,6 +2,7 @@
 
     ponder serve --model qwen2.5-coder-1.5b              a catalogue model or a .gguf path, run on llama.cpp
     ponder serve --upstream http://host:8000/v1 --upstream-model NAME   proxy any OpenAI-compatible server
+    ponder serve --model qwen2.5-coder-0.5b --ray --replicas 2     K replicas on Ray actors, least-loaded first
 
 The backend comes from ponder.backends.factory.open_backend, as in `ponder ask`.
 """
@@ -38,10 +39,16 @@ def parse_efforts(items: list[str]) -> dict[str, Any]:
 
 
 def open_server_backend(model: str, upstream: str | None, upstream_model: str | None, upstream_key_env: str,
-                        threads: int | None, n_ctx: int | None) -> Any:
-    """The backend to serve: the upstream server if given, else the local model."""
+                        threads: int | None, n_ctx: int | None, ray: Any = None) -> Any:
+    """The backend to serve: the upstream server if given, else the local model; on Ray replicas if `ray`."""
     from ponder.backends.factory import open_backend
 
+    if ray is not None:  # K actors, each opening its own replica of the same spec
+        from ponder.distributed.launch import open_ray_backend
+
+        if upstream:
+            return open_ray_backend(upstream, ray, model=upstream_model or model, api_key_env=upstream_key_env)
+        return open_ray_backend(model, ray, threads, n_ctx=n_ctx)
     if upstream:
         return open_backend(upstream, model=upstream_model or model, api_key_env=upstream_key_env)
     options = {k: v for k, v in (("n_threads", threads), ("n_ctx", n_ctx)) if v is not None}
@@ -66,6 +73,11 @@ def serve(
     strict_model: bool = typer.Option(False, "--strict-model", help="404 for a model name this server lacks."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for a local model."),
     n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context window for a local model."),
+    ray: bool = typer.Option(False, "--ray", help="Serve through --replicas Ray actors, each with its own backend "
+                             "(a local Ray instance unless --ray-address is given)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Join this Ray cluster; implies --ray."),
+    replicas: int = typer.Option(2, "--replicas", help="With --ray: backend replicas; requests go to the least "
+                                 "loaded (--threads threads each for a local model)."),
 ) -> None:
     """Serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics) with
     test-time compute chosen by reasoning_effort, a STRATEGY[-K]:MODEL name, or a `ponder` body field."""
@@ -80,7 +92,14 @@ def serve(
     try:
         config = ServerConfig(api_key_env=api_key_env, max_concurrency=max_concurrency, max_n=max_n,
                               max_body_bytes=max_body_bytes, efforts=parse_efforts(effort), strict_model=strict_model)
-        backend = open_server_backend(model, upstream, upstream_model, upstream_key_env, threads, n_ctx)
+        ray_options = None
+        if ray or ray_address:
+            from ponder.distributed.launch import RayOptions
+
+            if replicas < 1:
+                raise InvalidParameter("replicas", replicas, "use a whole number >= 1")
+            ray_options = RayOptions(address=ray_address, replicas=replicas)
+        backend = open_server_backend(model, upstream, upstream_model, upstream_key_env, threads, n_ctx, ray_options)
         api = create_app(backend, config=config)
         uvicorn.run(api, host=host, port=port, log_level="info")
     except PonderError as exc:
