@@ -79,7 +79,7 @@ def test_summary_json_has_the_headline_keys(report):
                 "compute_optimal_efficiency_vs_majority", "usd_per_solved_problem", "provenance"):
         assert key in summary
     assert summary["provenance"]["model_sha256"] == CONFIG["model_info"]["sha256"]
-    assert summary["provenance"]["ponder_version"]
+    assert summary["provenance"]["report_ponder_version"]
 
 
 def test_summary_numbers_recomputed_from_rows(rows, report):

@@ -74,7 +74,7 @@ class CostModel:
         known = {f.name for f in fields(ModelInfo)}
         info = ModelInfo(**{k: v for k, v in raw.items() if k in known}) if raw.get("n_params") else None
         hw = config.get("hardware_usd_per_hour", DEFAULT_HARDWARE_USD_PER_HOUR)
-        return cls(str(config.get("model") or raw.get("name", "")), info,
+        return cls(str(config.get("model_name") or config.get("model") or raw.get("name", "")), info,
                    PriceTable(hardware_usd_per_hour=float(hw)))
 
     def flops(self, usage: Usage) -> float:

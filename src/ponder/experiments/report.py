@@ -76,14 +76,19 @@ def _provenance(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     info = config.get("model_info") or {}
     return {
         "run": name,
-        "model": config.get("model", info.get("name")),
-        "model_sha256": info.get("sha256", config.get("model_sha256")),
-        "sampling": config.get("sampling", config.get("params")),
+        "task": config.get("task"),
+        "strategies": config.get("strategies"),
+        "model": config.get("model_name") or config.get("model", info.get("name")),
+        "model_sha256": info.get("sha256") or config.get("model_sha256"),
+        "model_params": info.get("n_params"),
+        "sampling": config.get("sampling"),
         "seed": config.get("seed"),
         "budgets": config.get("budgets"),
-        "created": config.get("created", config.get("started")),
+        "limit": config.get("limit"),
+        "created": config.get("created"),
+        "run_ponder_version": config.get("ponder_version"),
         "report_generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "ponder_version": __version__,
+        "report_ponder_version": __version__,
     }
 
 
