@@ -209,7 +209,8 @@ def render_html(a: Analysis, s: Mapping[str, Any], figures: Mapping[str, Path], 
         _table(["bin", "problems", "pass rate", "same predicted bin", "greedy", "maj@N", "best-of-N@N"],
                _bin_rows(a, samples), "bins"),
         "<h2>Compute-optimal policy</h2><p>Per bin and token level, the (strategy, budget) best on one half of "
-        "the problems, scored on the other half, both ways (two-fold).</p>",
+        "the problems, scored on the other half, both ways (two-fold). Oracle bins use the answers (as Snell et "
+        "al. 2024 do), so that policy is an upper bound; the predicted bins need no answers.</p>",
         _img(figures["compute_optimal_frontier"], "compute-optimal frontier"),
         *(f"<h3>{kind} difficulty</h3>" + _table(["token level", "held-out accuracy", "tokens / problem",
                                                   "choice per bin (trained on A / on B)"],
