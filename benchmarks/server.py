@@ -139,6 +139,40 @@ async def server(url: str, concurrency: int, total: int, client_kind: str = "raw
         return await _workers(concurrency, total, one_httpx)
 
 
+async def in_process(total: int) -> float:
+    """Milliseconds of the app's own work per request: ASGI calls in this process (no HTTP, no backend latency)
+    minus direct solves, one at a time. A measure of the proxy's CPU cost that machine load does not queue."""
+    from ponder.server import create_app
+
+    app, payload = create_app(_backend(0.0)), json.dumps(BODY).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "root_path": ""}
+
+    async def call() -> None:
+        messages = iter([{"type": "http.request", "body": payload, "more_body": False}])
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return next(messages, {"type": "http.disconnect"})
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app(dict(scope), receive, send)
+        assert sent[0]["status"] == 200
+
+    for _ in range(100):
+        await call()
+    start = time.perf_counter()
+    for _ in range(total):
+        await call()
+    served = time.perf_counter() - start
+    solves = await direct(0.0, 1, total)
+    return (served - sum(solves)) / total * 1000
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -178,6 +212,9 @@ def measure(latency_s: float, requests: int, reps: int, client: str) -> dict[str
     try:
         _run(server(url, 4, 64, client))  # warm up both paths
         _run(direct(latency_s, 4, 64))
+        cpu = [_run(in_process(requests * 4)) for _ in range(reps)]
+        out["server_cpu_ms_per_request"] = round(statistics.median(cpu), 3)
+        print(f"in process: {out['server_cpu_ms_per_request']} ms of the app's own work per request", flush=True)
         for c in (1, 32):
             d_all: list[float] = []
             s_all: list[float] = []
@@ -211,6 +248,7 @@ def main() -> None:
     if args.serve is not None:
         serve(args.serve, latency_s)
         return
+    load_before = os.getloadavg()[0]
     result = {
         "benchmark": "server overhead over direct strategy.solve (cot, scripted backend)",
         "backend_latency_ms": args.latency_ms,
@@ -220,7 +258,7 @@ def main() -> None:
         **measure(latency_s, args.requests, args.reps, args.client),
         "method": __doc__.split("\n\n", 2)[2].strip(),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]},
+                    "cpus": os.cpu_count(), "load_avg_1m_before": load_before, "load_avg_1m_after": os.getloadavg()[0]},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
