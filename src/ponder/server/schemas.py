@@ -2,8 +2,9 @@
 
 Only requests are modelled here (they drive validation and the OpenAPI schema); responses are built as plain dicts
 in responses.py. Unknown fields are accepted and ignored, as OpenAI-compatible servers do, so that clients that send
-newer fields (tools, response_format, ...) are not refused for it. Everything is converted to ponder.types
-dataclasses at once in routing.py.
+newer fields (tools, response_format, logprobs, ...) are not refused for it; those fields have no effect. Tool and
+function messages are not supported (a 422). Everything is converted to ponder.types dataclasses at once in
+routing.py.
 """
 
 from __future__ import annotations
