@@ -14,7 +14,7 @@ import pytest
 
 from _servers import FaultServer, free_port
 from ponder.backends.openai import OpenAIBackend
-from ponder.backends.scripted import ScriptedBackend
+from ponder.backends.scripted import ScriptedBackend, count_tokens
 from ponder.errors import ContextOverflow, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from ponder.server import ServerConfig, create_app
 from ponder.server.routing import split_model
@@ -136,6 +136,20 @@ def test_upstream_mode_proxies_and_applies_strategies() -> None:
             voted = ask(client, model="self_consistency-3:fake")
             assert voted.usage.completion_tokens == 3 * 2  # the fake upstream reports 2 completion tokens a call
         assert upstream.requests >= 4
+
+
+def test_upstream_mode_streams_token_by_token_with_exact_usage() -> None:
+    reply = "So the answer is 4."
+    with live_server(create_app(ScriptedBackend(lambda call, i: reply, model="up"))) as upstream_url:
+        backend = OpenAIBackend(upstream_url, "up", max_retries=0, timeout=5, prefix_mode="none")
+        with live_server(create_app(backend)) as url:
+            client = openai.OpenAI(base_url=url, api_key="x", max_retries=0)
+            chunks = list(ask(client, stream=True, stream_options={"include_usage": True}))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert pieces == ["So ", "the ", "answer ", "is ", "4."]  # as the upstream decoded them
+    usage = next(c.usage for c in chunks if c.usage is not None)
+    assert usage.completion_tokens == count_tokens(reply)
+    assert backend.usage_estimated == 0  # the upstream's own usage, from its last chunk
 
 
 def test_upstream_failures_through_the_sdk() -> None:

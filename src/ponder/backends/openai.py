@@ -34,7 +34,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -241,26 +241,56 @@ class OpenAIBackend:
         self, messages: Sequence[Message], params: SamplingParams, prefix: str = ""
     ) -> AsyncIterator[str]:
         """The text of one generation as it arrives (server-sent events). Usage is not reported here."""
+        async for event in self._stream_events(messages, params, prefix, {}):
+            delta = stream_delta(event)
+            if delta:
+                yield delta
+
+    async def stream_generate(self, messages: Sequence[Message], params: SamplingParams, prefix: str = "",
+                              on_delta: Callable[[str], None] | None = None) -> list[Generation]:
+        """One generation (n=1) by a streamed request: each text delta goes to `on_delta` as it arrives, and the
+        Generation comes from the stream's finish_reason and usage (asked for with stream_options.include_usage;
+        estimated as in `generate` when the server sends none). The server streams thinking with it."""
+        text: list[str] = []
+        finish, usage = None, None
+        async for event in self._stream_events(messages, params, prefix, {"stream_options": {"include_usage": True}}):
+            delta = stream_delta(event)
+            if delta:
+                text.append(delta)
+                if on_delta is not None:
+                    on_delta(delta)
+            choices = event.get("choices") or []
+            finish = (choices[0].get("finish_reason") if choices else None) or finish
+            usage = event.get("usage") if isinstance(event.get("usage"), dict) else usage
+        body = {"choices": [{"index": 0, "text": "".join(text), "finish_reason": finish}], "usage": usage}
+        gens, estimated = parse_response(body, "".join(m.content for m in messages) + prefix)
+        self.usage_estimated += int(estimated)
+        return gens
+
+    async def _stream_events(self, messages: Sequence[Message], params: SamplingParams, prefix: str,
+                             extra: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The JSON events of one streamed generation (n=1)."""
         if params.n != 1:
             raise InvalidParameter("n", params.n, "stream one generation at a time (n=1); use generate for n > 1")
         mode = await self._mode_for(prefix)
         request = build_request(self.model, tuple(messages), params, prefix, mode, self.render, stream=True)
         client, sem = self._client()
         what = f"POST {self.base_url}{request.path} (stream)"
+        body = {**request.body, **extra}
 
         async def send() -> httpx.Response:
-            built = client.build_request("POST", request.path, json=request.body, headers=self._headers())
+            built = client.build_request("POST", request.path, json=body, headers=self._headers())
             return await client.send(built, stream=True)
 
         async with sem:  # a stream holds its slot until it ends
             response = await send_with_retries(send, self.policy, self._scrub, what)
             try:
-                async for delta in self._events(response, what):
-                    yield delta
+                async for event in self._events(response, what):
+                    yield event
             finally:
                 await response.aclose()
 
-    async def _events(self, response: httpx.Response, what: str) -> AsyncIterator[str]:
+    async def _events(self, response: httpx.Response, what: str) -> AsyncIterator[dict[str, Any]]:
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
@@ -271,9 +301,8 @@ class OpenAIBackend:
                 event = json.loads(data)
                 if isinstance(event, dict) and event.get("error"):
                     raise UpstreamError(self._scrub(f"{what} failed mid-stream: {str(event['error'])[:300]}"))
-                delta = stream_delta(event)
-                if delta:
-                    yield delta
+                if isinstance(event, dict):
+                    yield event
         except httpx.TransportError as exc:
             raise UpstreamError(self._scrub(f"{what} broke off mid-stream ({type(exc).__name__}: {exc})")) from None
         except json.JSONDecodeError as exc:

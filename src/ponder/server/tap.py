@@ -11,8 +11,9 @@ streams, forwards the text of single-generation calls to a sink as `(choice, cha
 Text the strategy adds between calls (budget forcing's "Wait", its "Final answer:" primer) is part of the next
 call's prefix; the tap sends the part of the prefix not yet sent, so the stream reads as the final text does.
 
-How deltas are obtained: a backend with `stream_generate(messages, params, prefix, on_delta)` (the scripted and
-local backends) reports each piece as it is decoded and still returns exact Generations (usage, finish_reason).
+How deltas are obtained: a backend with `stream_generate(messages, params, prefix, on_delta)` (the scripted,
+local and HTTP backends) reports each piece as it is decoded and still returns exact Generations (usage,
+finish_reason).
 Any other backend is called with plain `generate` and its text is sent in one piece when the call ends, so usage
 stays exact at the price of coarser streaming.
 """
