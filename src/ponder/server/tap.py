@@ -36,8 +36,12 @@ def in_thinking(prefix: str) -> bool:
 
 
 def split_thinking(text: str) -> tuple[str | None, str]:
-    """(thinking, answer) of a final text: the inside of its <think> block, and what follows the block."""
+    """(thinking, answer) of a final text: the inside of its <think> block, and what follows the block
+    (thinking is None when there is no block)."""
     if THINK_CLOSE not in text:
+        head = text.lstrip()
+        if head.startswith(THINK_OPEN):  # cut off while thinking: all of it is thinking, and there is no answer yet
+            return head[len(THINK_OPEN):].strip("\n"), ""
         return None, text
     head, _, tail = text.rpartition(THINK_CLOSE)
     thinking = head.split(THINK_OPEN, 1)[-1].strip("\n")
@@ -50,6 +54,47 @@ def _common(a: str, b: str) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of `text` that is the start of `tag` (a tag cut between two deltas)."""
+    return next((k for k in range(min(len(text), len(tag) - 1), 0, -1) if tag.startswith(text[-k:])), 0)
+
+
+class ThinkSplitter:
+    """Routes a generation that opens with its own `<think>` block (a model that thinks natively): the inside goes
+    out as reasoning, the rest as content, with tags cut between deltas held back until they are whole."""
+
+    def __init__(self) -> None:
+        self.state, self.pending = "start", ""
+
+    def feed(self, delta: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        self.pending += delta
+        while self.pending:
+            if self.state == "start":
+                head = self.pending.lstrip()
+                if len(head) < len(THINK_OPEN) and THINK_OPEN.startswith(head):
+                    return out  # whitespace or a partial tag: wait for more
+                self.state = "think" if head.startswith(THINK_OPEN) else "answer"
+                if self.state == "think":
+                    self.pending = head[len(THINK_OPEN):].lstrip("\n")
+            elif self.state == "think":
+                cut = self.pending.find(THINK_CLOSE)
+                if cut < 0:
+                    keep = _partial_suffix(self.pending, THINK_CLOSE)
+                    out.append(("reasoning", self.pending[: len(self.pending) - keep]))
+                    self.pending = self.pending[len(self.pending) - keep:]
+                    return [(c, t) for c, t in out if t]
+                out.append(("reasoning", self.pending[:cut]))
+                self.pending, self.state = self.pending[cut + len(THINK_CLOSE):], "after"
+            elif self.state == "after":  # the answer starts at its first visible character, as split_thinking's
+                self.pending = self.pending.lstrip()
+                self.state = "answer" if self.pending else "after"
+            else:
+                out.append(("content", self.pending))
+                self.pending = ""
+        return [(c, t) for c, t in out if t]
 
 
 class Tap:
@@ -102,9 +147,21 @@ class Tap:
         if self.sink is None or params.n != 1 or (channel == "content" and not self.live_content):
             return await self.inner.generate(messages, params, prefix)
         self._catch_up(channel, prefix)
+        on_delta = self._delta_handler(channel, prefix)
         stream_generate = getattr(self.inner, "stream_generate", None)
         if callable(stream_generate):
-            return await stream_generate(messages, params, prefix, on_delta=lambda d: self._emit(channel, d))
+            return await stream_generate(messages, params, prefix, on_delta=on_delta)
         gens = await self.inner.generate(messages, params, prefix)
-        self._emit(channel, gens[0].text)
+        on_delta(gens[0].text)
         return gens
+
+    def _delta_handler(self, channel: str, prefix: str) -> Callable[[str], None]:
+        """Where a call's deltas go: its channel, or, for an answer that may open its own <think>, a splitter."""
+        if channel == "reasoning" or THINK_CLOSE in prefix or self.sent["content"]:
+            return lambda delta: self._emit(channel, delta)
+        splitter = ThinkSplitter()
+
+        def route(delta: str) -> None:
+            for ch, text in splitter.feed(delta):
+                self._emit(ch, text)
+        return route
