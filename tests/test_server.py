@@ -204,6 +204,7 @@ def test_models_lists_the_served_model_and_the_strategies(client) -> None:
     models = client.models.list()
     assert [m.id for m in models.data] == [MODEL]
     assert "budget_forcing" in models.data[0].model_extra["ponder"]["strategies"]
+    assert client.models.retrieve(f"self_consistency-8:{MODEL}").id == f"self_consistency-8:{MODEL}"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("other")
 

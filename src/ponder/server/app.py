@@ -1,4 +1,4 @@
-"""The OpenAI-compatible app: `create_app(backend, config=...)` -> an ASGI app (FastAPI behind the Gate).
+"""The OpenAI-compatible app: `create_app(backend, config=...)` -> a FastAPI app, with the Gate in front.
 
     POST /v1/chat/completions   POST /v1/completions   GET /v1/models   GET /health   GET /metrics
 
@@ -28,7 +28,7 @@ from ponder.server.errors import ApiError, from_exception
 from ponder.server.gate import Gate
 from ponder.server.metrics import Metrics
 from ponder.server.responses import Outcome, chat_body, completion_body
-from ponder.server.routing import Plan, chat_problems, completion_problems, plan
+from ponder.server.routing import Plan, chat_problems, completion_problems, plan, split_model
 from ponder.server.schemas import ChatCompletionRequest, CompletionRequest, ErrorResponse
 from ponder.server.solving import run_plan
 from ponder.server.streaming import StreamRun
@@ -179,11 +179,10 @@ def create_app(backend: Any, *, config: ServerConfig | None = None) -> FastAPI:
 
     @api.get("/v1/models/{model_id:path}", responses=_ERRORS)
     async def model(model_id: str) -> dict[str, Any]:
-        found = next((m for m in service.models()["data"] if m["id"] == model_id), None)
-        if found is None:
+        if split_model(model_id)[2] != service.served:  # STRATEGY-K:MODEL names the served model too
             raise ApiError(404, f"the model {model_id!r} does not exist on this server; it serves "
                            f"{service.served!r}", param="model", code="model_not_found")
-        return found
+        return {**service.models()["data"][0], "id": model_id}
 
     @api.get("/health")
     async def health() -> dict[str, Any]:
