@@ -98,6 +98,12 @@ class Replica:
         finally:
             task.cancel()
 
+    async def clear_cache(self) -> None:
+        """Forget the engine's cached prefixes, if it keeps any (benchmarks start each run cold)."""
+        clear = getattr(self.backend, "clear_cache", None)
+        if callable(clear):
+            clear()
+
     async def close(self) -> None:
         close = getattr(self.backend, "close", None)
         if callable(close):

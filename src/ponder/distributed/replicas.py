@@ -148,6 +148,11 @@ class RayReplicaBackend:
         finally:
             pool.load[index] -= 1
 
+    def clear_cache(self) -> None:
+        """Forget every replica's cached prefixes (as LlamaCppBackend.clear_cache does for one engine)."""
+        pool = self.pool
+        pool._wait([pool.actors[i].clear_cache.remote() for i in pool.live], "clearing a replica's cache")
+
     def close(self) -> None:
         """End the replicas, then the Ray connection if this backend made it."""
         try:
