@@ -232,3 +232,26 @@ def test_metrics_count_requests_tokens_and_strategies() -> None:
     assert 'ponder_strategy_requests_total{strategy="self_consistency"} 1' in text
     assert 'ponder_tokens_total{role="policy",kind="completion"} 20' in text  # 4 tokens x (1 + 4 samples)
     assert 'ponder_request_seconds_count{endpoint="/v1/chat/completions"} 3' in text
+
+
+def test_pass_through_key_reaches_the_upstream_and_no_log(monkeypatch, caplog) -> None:
+    client_key = "SENTINEL-client-key-5e1d"
+    monkeypatch.setenv("UPSTREAM_OWN_KEY", client_key)  # the upstream (itself a ponder server) wants this key
+    monkeypatch.delenv("PROXY_HAS_NO_KEY", raising=False)
+    caplog.set_level(logging.DEBUG)
+    upstream_app = create_app(ScriptedBackend(lambda call, i: "The answer is 4.", model="up"),
+                              config=ServerConfig(api_key_env="UPSTREAM_OWN_KEY"))
+    with live_server(upstream_app) as upstream_url:
+        backend = OpenAIBackend(upstream_url, "up", api_key_env="PROXY_HAS_NO_KEY", max_retries=0, timeout=5,
+                                prefix_mode="none")
+        with live_server(create_app(backend, config=ServerConfig(pass_through_key=True))) as url:
+            good = openai.OpenAI(base_url=url, api_key=client_key, max_retries=0)
+            assert ask(good).choices[0].message.content == "The answer is 4."
+            streamed = "".join(c.choices[0].delta.content or "" for c in ask(good, stream=True) if c.choices)
+            assert streamed == "The answer is 4."
+            with pytest.raises(openai.AuthenticationError) as caught:
+                ask(openai.OpenAI(base_url=url, api_key="not-the-key", max_retries=0))
+            assert "not-the-key" not in str(caught.value.body)
+        without = create_app(backend)  # pass-through off: the proxy's own (missing) key is used, and refused
+        assert post(without, headers={"authorization": f"Bearer {client_key}"}).status_code == 502
+    assert client_key not in caplog.text

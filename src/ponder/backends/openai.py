@@ -25,7 +25,9 @@ openai/system) and picks from the table; for an unknown server it tries "continu
 falls back to "assistant_prefill" for good.
 
 The API key is read from the environment variable `api_key_env` at each call and goes only into the Authorization
-header: it is not stored on the backend, and it is scrubbed from every error message and log line.
+header: it is not stored on the backend, and it is scrubbed from every error message and log line. A key set in
+the context variable `REQUEST_KEY` (ponder serve passing a client's own key through) wins over it, for that
+request only.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -54,6 +57,9 @@ from ponder.errors import InvalidParameter, UpstreamError, UpstreamTimeout
 from ponder.types import Generation, Message, ModelInfo, SamplingParams
 
 log = logging.getLogger(__name__)
+
+REQUEST_KEY: ContextVar[str | None] = ContextVar("ponder_request_api_key", default=None)
+"""An API key for the current request only (set by the server to pass a client's key upstream)."""
 
 
 class OpenAIBackend:
@@ -96,7 +102,7 @@ class OpenAIBackend:
         self.usage_estimated = 0
         """How many responses carried no usage and were estimated (see openai_wire)."""
         self.policy = RetryPolicy(max_retries=max_retries, backoff=backoff)
-        self._scrub = Scrubber(lambda: os.environ.get(self.api_key_env) or None)
+        self._scrub = Scrubber(self._key)
         self._transport = transport
         self._auto_fallback = False
         self._http: httpx.AsyncClient | None = None
@@ -120,8 +126,11 @@ class OpenAIBackend:
             self._loop = loop
         return self._http, self._sem
 
+    def _key(self) -> str | None:
+        return REQUEST_KEY.get() or os.environ.get(self.api_key_env) or None
+
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.api_key_env)
+        key = self._key()
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     async def _post(self, path: str, body: Any) -> dict[str, Any]:

@@ -66,6 +66,8 @@ def serve(
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     api_key_env: str | None = typer.Option(None, "--api-key-env",
                                            help="Require 'Authorization: Bearer $VAR' from clients."),
+    pass_through_key: bool = typer.Option(False, "--pass-through-key",
+                                          help="Send each client's bearer key on to the upstream."),
     max_concurrency: int = typer.Option(64, "--max-concurrency", help="Requests in flight; more get 429."),
     max_n: int = typer.Option(16, "--max-n", help="Most choices (n) per request."),
     max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Larger bodies get 413."),
@@ -90,7 +92,8 @@ def serve(
         raise typer.Exit(1) from None
     backend = None
     try:
-        config = ServerConfig(api_key_env=api_key_env, max_concurrency=max_concurrency, max_n=max_n,
+        config = ServerConfig(api_key_env=api_key_env, pass_through_key=pass_through_key,
+                              max_concurrency=max_concurrency, max_n=max_n,
                               max_body_bytes=max_body_bytes, efforts=parse_efforts(effort), strict_model=strict_model)
         ray_options = None
         if ray or ray_address:

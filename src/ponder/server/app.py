@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ponder.errors import InvalidParameter, PonderError
+from ponder.errors import InvalidParameter, PonderError, UpstreamError
 from ponder.registry import STRATEGIES
 from ponder.server.bodies import declare_bodies, parse, validation_error
 from ponder.server.config import ServerConfig
@@ -110,6 +110,11 @@ class _Service:
     async def answer(self, request: Request, req: ChatCompletionRequest | CompletionRequest, chat: bool) -> Any:
         try:
             return await self._answer(request, req, chat)
+        except UpstreamError as exc:
+            if self.config.pass_through_key and exc.status in (401, 403):  # the client's own key was refused
+                raise ApiError(exc.status, f"the upstream server refused your API key: {exc}",
+                               code="invalid_api_key") from None
+            raise
         except (ApiError, PonderError):
             raise
         except Exception as exc:  # never a stack trace in a response: logged, answered with a generic 500

@@ -38,6 +38,9 @@ class ServerConfig:
     """The model id shown in /v1/models and responses; None: the backend's own name."""
     api_key_env: str | None = None
     """Environment variable holding the server's own key; None: no auth. Its value is read once, never logged."""
+    pass_through_key: bool = False
+    """With no server key of its own, send each client's bearer key on to the upstream server (instead of the
+    key in the backend's environment variable). Never logged."""
     max_concurrency: int = 64
     """Generation requests in flight at once; more are refused with 429 and Retry-After."""
     retry_after_s: int = 1

@@ -4,6 +4,8 @@ A plain ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware, which the 
 
 - auth: with a server key, every /v1/ request needs `Authorization: Bearer <key>`, compared in constant time
   (hmac.compare_digest); /health and /metrics stay open. The key is held here only, never logged or echoed.
+  Without one, and with `pass_through_key`, the client's bearer key is handed to the HTTP backend for this
+  request only (ponder.backends.openai.REQUEST_KEY).
 - body size: a body over the limit is a 413, whether or not it declares Content-Length.
 - concurrency: generation requests in flight are counted (a stream counts until it ends); over the limit is a 429
   with Retry-After.
@@ -16,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ponder.backends.openai import REQUEST_KEY
 from ponder.server.config import ServerConfig
 from ponder.server.errors import ApiError
 from ponder.server.metrics import Metrics
@@ -77,18 +80,28 @@ class Gate:
                 status[0] = message["status"]
             await send(message)
 
+        passed = self._passed_key(scope, path)
+        token = REQUEST_KEY.set(passed) if passed else None
         try:
             await self._admit(scope, receive, send_status, path)
         finally:
+            if token is not None:
+                REQUEST_KEY.reset(token)
             self.metrics.observe_request(endpoint, status[0], time.perf_counter() - start)
 
+    def _passed_key(self, scope: Scope, path: str) -> str | None:
+        """The client's bearer key, when it is to be passed on to the upstream."""
+        if self.key is not None or not self.config.pass_through_key or not path.startswith("/v1/"):
+            return None
+        header = _header(scope, b"authorization") or ""
+        scheme, _, token = header.partition(" ")
+        return token.strip() or None if scheme.lower() == "bearer" else None
+
     async def _admit(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        if self.key is not None and path.startswith("/v1/"):
-            header = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), None)
-            if not self.key.matches(header):
-                await _send_error(send, ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                                                 code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}))
-                return
+        if self.key is not None and path.startswith("/v1/") and not self.key.matches(_header(scope, b"authorization")):
+            await _send_error(send, ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                             code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}))
+            return
         if scope.get("method") == "POST":
             declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), b"0")
             too_big = declared.isdigit() and int(declared) > self.config.max_body_bytes
@@ -128,6 +141,10 @@ class Gate:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    return next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == name), None)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
