@@ -256,3 +256,12 @@ def test_stream_rejects_n_above_one(engine):
 
     with pytest.raises(InvalidParameter, match="n=1"):
         run(go())
+
+
+@pytest.mark.slow
+def test_more_samples_than_slots_run_in_waves(engine):
+    sched = engine._scheduler
+    gens = run(engine.generate(user("Pick a number."), SamplingParams(max_tokens=3, n=sched.n_seq_max + 2, seed=5)))
+    assert len(gens) == sched.n_seq_max + 2
+    assert all(0 < g.completion_tokens <= 3 for g in gens)
+    assert len(sched.free_slots) + len(sched.cache) == sched.n_seq_max

@@ -13,7 +13,6 @@ back through the Sink's callbacks, called from this thread.
 from __future__ import annotations
 
 import ctypes
-import itertools
 import queue
 import random
 import threading
@@ -63,7 +62,6 @@ class Job:
     params: SamplingParams
     sink: Sink
     stream: bool = False
-    id: int = field(default_factory=itertools.count().__next__)
     root: int | None = None
     prefilled: int = 0
     cached: int = 0
