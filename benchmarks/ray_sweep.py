@@ -9,8 +9,10 @@ Timed: run_sweep only (Ray's start and the replicas' model loads are reported ap
   ray_1_actor     RayExecutor, one actor with the same threads: the difference is Ray's overhead
   ray_2_actors    RayExecutor, two actors with that many threads each
   in_process_2x   InProcessExecutor, one engine with twice the threads (what the same cores give without Ray)
-Also recorded: how the stored rows of each configuration differ from the in-process run's (batch effects), and a
-fixed-batch-composition pair (one unit at a time, no prefix cache: in-process vs 2 actors) that must be identical.
+Ray's cost per unit is also timed alone, on a scripted backend that answers at once (the same sweep shape, many
+problems): (Ray time - in-process time) / units. Also recorded: how the stored rows of each configuration differ
+from the in-process run's (batch effects), and a fixed-batch-composition pair (one unit at a time, no prefix
+cache: in-process vs 2 actors) that must be identical.
 """
 
 from __future__ import annotations
@@ -90,6 +92,25 @@ def fixed_composition(config: SweepConfig, model: str, threads: int, tmp: Path, 
                     "2 actors", **differences(a, b, tokenize)}
 
 
+def per_unit_overhead(problems: int, concurrency: int, tmp: Path) -> dict[str, Any]:
+    """Ray's own cost per work unit: a scripted backend that answers at once, in-process vs one actor."""
+    from ponder.backends.scripted import ScriptedBackend
+    from ponder.tasks import load_task
+
+    config = SweepConfig("gsm8k", "scripted", ("cot", "self_consistency"), (1, 2), limit=problems, seed=0)
+    units = problems * 2
+    load_task("gsm8k").problems(problems)  # load the data before timing
+    local = ScriptedBackend(lambda call, i: "The answer is 42.")
+    ray1 = open_ray_backend("scripted", RayOptions(replicas=1))
+    try:
+        t_in, _ = asyncio.run(timed_sweep(config, local, InProcessExecutor(local, concurrency), tmp / "s-local"))
+        t_ray, _ = asyncio.run(timed_sweep(config, ray1, RayExecutor(ray1.pool, concurrency), tmp / "s-ray"))
+    finally:
+        ray1.close()
+    return {"units": units, "in_process_s": round(t_in, 3), "ray_1_actor_s": round(t_ray, 3),
+            "ms_per_unit": round(1000 * (t_ray - t_in) / units, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -98,6 +119,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--threads-per-replica", type=int, default=1)
+    ap.add_argument("--runs-2x", type=int, default=1, help="Runs of in_process_2x (slow on a loaded machine).")
     ap.add_argument("--out", default=str(HERE / "results" / "ray.json"))
     args = ap.parse_args()
     model, threads = str(resolve(args.model)), args.threads_per_replica
@@ -125,6 +147,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         for r in range(args.runs):
             for name in backends:
+                if name == "in_process_2x" and r >= args.runs_2x:
+                    continue
                 print(f"run {r + 1}/{args.runs}: {name}", flush=True)
                 sec, got = asyncio.run(timed_sweep(config, backends[name], executors[name], tmp / f"{name}-{r}"))
                 times[name].append(sec)
@@ -136,13 +160,17 @@ def main() -> None:
         if args.runs > 1:
             batch_effects["in_process_run_2"] = differences(base, stored["in_process"][1], tokenize)
         fixed = fixed_composition(config, model, threads, tmp, tokenize)
+        scripted = per_unit_overhead(100, args.concurrency, tmp)
         for b in backends.values():
             b.close()
     session.close()
     result = {name: summary(t, args.problems) for name, t in times.items()}
     t_in, t_r1 = result["in_process"]["median_s"], result["ray_1_actor"]["median_s"]
+    paired = [round(100 * (r1 - i) / i, 1) for i, r1 in zip(times["in_process"], times["ray_1_actor"], strict=True)]
     result = {
         "overhead_pct_1_actor": round(100 * (t_r1 - t_in) / t_in, 1),
+        "overhead_pct_1_actor_paired_runs": paired,
+        "ray_overhead_per_unit": scripted,
         "speedup_2_actors_vs_1": round(t_r1 / result["ray_2_actors"]["median_s"], 2),
         **result,
         "ray_start_s": round(ray_start, 2), "backend_start_s": started,

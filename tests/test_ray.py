@@ -8,10 +8,13 @@ tests are in test_ray_model.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -112,6 +115,15 @@ def _key_counts(folder: Path) -> tuple[Counter, Counter]:
     return samples, results
 
 
+def test_actors_of_the_local_instance_run_at_normal_priority(ray_session):
+    # Ray's default niceness (15) would hand a shared machine's CPU to everything but the sweep.
+    pool = pool_of(1)
+    try:
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pool.pids()] == [os.getpriority(os.PRIO_PROCESS, 0)]
+    finally:
+        pool.close()
+
+
 def test_killing_an_actors_process_mid_sweep_loses_and_duplicates_nothing(tmp_path, ray_session):
     config = SweepConfig(write_task(tmp_path, 8), "scripted", ("cot", "self_consistency", "beam_search"), (1, 2),
                          seed=3)
@@ -187,6 +199,46 @@ def test_cli_sweep_with_ray_matches_the_in_process_cli(tmp_path, ray_session):
         assert sweep_rows(a) == sweep_rows(b) and len(sweep_rows(a)) == 3 * 3
 
 
+@contextlib.contextmanager
+def live_server(app: object):
+    """Serve `app` with uvicorn on 127.0.0.1 in a thread; yields its base URL (…/v1)."""
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(1000):
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.01)
+    assert server.started, "the test server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_http_replicas_of_a_serving_endpoint_store_the_in_process_rows(tmp_path, ray_session):
+    from ponder.backends.factory import open_backend
+    from ponder.distributed.launch import RayOptions, ray_replicas
+    from ponder.server import create_app
+
+    with live_server(create_app(ScriptedBackend(reply))) as url:
+        spec = f"{url}#scripted"
+        config = SweepConfig(write_task(tmp_path, 3), spec, ("cot", "self_consistency"), (1, 2), seed=2)
+        local = open_backend(spec)
+        expected = run(config, local, tmp_path / "local", InProcessExecutor(local, 2))
+        with ray_replicas(spec, RayOptions(replicas=2)) as backend:
+            got = run(config, backend, tmp_path / "ray", RayExecutor(backend.pool, concurrency=2))
+    rows = sweep_rows(expected)
+    assert len(rows) == 3 * 3 and len({r[4] for r in rows[:6]}) > 1  # samples of a pool differ by seed
+    assert sweep_rows(got) == rows
+
+
 # -- replicas behind the server ---------------------------------------------------------------------------------
 
 def _ask(backend, content="hi", seed=1):
@@ -232,6 +284,29 @@ def test_replica_backend_survives_a_dead_replica_and_streams(ray_session):
                                                        on_delta=pieces.append))
         assert len(pieces) > 1 and "".join(pieces) == streamed[0].text == f"echo a b c from {pids[1]}"
         assert streamed[0].usage.completion_tokens == len(pieces)
+    finally:
+        backend.close()
+
+
+def test_a_cancelled_call_is_cancelled_on_its_replica(ray_session):
+    pool = pool_of(1, latency=5.0)
+    backend = RayReplicaBackend(pool)
+
+    async def give_up():
+        call = asyncio.ensure_future(_ask(backend))
+        await asyncio.sleep(0.5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    try:
+        asyncio.run(give_up())
+        assert pool.load == [0]
+        for _ in range(50):  # the cancellation reaches the actor's event loop shortly
+            if ray.get(pool.actors[0].attribute.remote("cancelled")) == 1:
+                break
+            time.sleep(0.1)
+        assert ray.get(pool.actors[0].attribute.remote("cancelled")) == 1
     finally:
         backend.close()
 

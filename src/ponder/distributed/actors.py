@@ -10,6 +10,7 @@ It is an async actor: several units run at once on its event loop, so its local 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,10 @@ class Replica:
         """This actor's process id (the fault-tolerance test kills it with SIGKILL)."""
         return os.getpid()
 
+    async def attribute(self, name: str) -> Any:
+        """An attribute of the replica's backend (counters such as `stats` or `cancelled`), or None."""
+        return getattr(self.backend, name, None)
+
     async def run_unit(self, unit: Unit) -> UnitResult:
         return await run_unit(unit, self.backend)
 
@@ -107,6 +112,8 @@ class Replica:
     async def close(self) -> None:
         close = getattr(self.backend, "close", None)
         if callable(close):
-            close()
+            closing = close()
+            if inspect.isawaitable(closing):  # the HTTP backend closes its client asynchronously
+                await closing
         self.backend = None
 

@@ -8,10 +8,11 @@ running is tried again on a survivor (a seeded call gives the same answer wherev
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from ponder.distributed.actors import BackendSpec, Identity, Replica
+from ponder.distributed.actors import BackendSpec, Replica
 from ponder.distributed.runtime import ray_module
 from ponder.errors import BackendError, InvalidParameter, PonderError
 from ponder.types import Generation, Message, ModelInfo, SamplingParams
@@ -40,29 +41,36 @@ class ReplicaPool:
         if not isinstance(replicas, int) or replicas < 1:
             raise InvalidParameter("replicas", replicas, "use a whole number >= 1")
         ray = ray_module()
+        # No restarts: a restarted actor would be a new replica the driver knows nothing about. SPREAD: one node's
+        # loss takes as few replicas as possible with it.
         actor = ray.remote(Replica).options(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources or {},
-                                            max_restarts=0, max_task_retries=0)
+                                            max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD")
         self.spec = spec
         self.actors = [actor.remote(spec) for _ in range(replicas)]
         self.alive = [True] * replicas
         self.load = [0] * replicas
         """Calls in flight on each replica, as the driver sent them."""
-        identities = self._wait([a.open.remote() for a in self.actors], "opening a backend replica")
-        first: Identity = identities[0]
+        try:
+            first, *others = self.gather("open")
+            if any(other != first for other in others):  # e.g. another file under the same name on some node
+                raise BackendError(f"the replicas of {spec.spec!r} opened different models ({[first, *others]}); "
+                                   "give every node the same model file")
+        except BaseException:
+            self.close()
+            raise
         self.model: str = first.model
         self.info: ModelInfo | None = first.info
 
-    def _wait(self, refs: list[Any], what: str) -> list[Any]:
-        ray = ray_module()
+    def gather(self, method: str) -> list[Any]:
+        """Call `method` on every live replica and wait for all; a replica's error is raised as ponder's."""
         try:
-            return ray.get(refs)
+            return ray_module().get([getattr(self.actors[i], method).remote() for i in self.live])
         except Exception as exc:
-            self.close()
-            raise unwrap(exc, what) from None
+            raise unwrap(exc, f"{method} on a replica") from None
 
     def pids(self) -> list[int]:
-        """Each replica's process id (for the fault-tolerance test)."""
-        return self._wait([a.pid.remote() for a in self.actors], "asking a replica its pid")
+        """Each live replica's process id (for the fault-tolerance test)."""
+        return self.gather("pid")
 
     @property
     def live(self) -> list[int]:
@@ -87,8 +95,12 @@ class ReplicaPool:
             if index is None:
                 raise self.no_replica_left()
             self.load[index] += 1
+            ref = getattr(self.actors[index], method).remote(*args)
             try:
-                return await getattr(self.actors[index], method).remote(*args)
+                return await ref
+            except asyncio.CancelledError:  # the caller gave up (a client went away): stop the replica's work too
+                ray_module().cancel(ref)
+                raise
             except Exception as exc:
                 if not actor_died(exc):
                     raise unwrap(exc, method) from None
@@ -100,7 +112,8 @@ class ReplicaPool:
         """Close every replica's backend and end its actor."""
         ray = ray_module()
         closing = [a.close.remote() for i, a in enumerate(self.actors) if self.alive[i]]
-        ray.wait(closing, num_returns=len(closing), timeout=10)
+        if closing:  # give each engine a moment to stop cleanly; a stuck one is killed below anyway
+            ray.wait(closing, num_returns=len(closing), timeout=10)
         for a in self.actors:
             ray.kill(a, no_restart=True)
         self.alive = [False] * len(self.actors)
@@ -141,6 +154,9 @@ class RayReplicaBackend:
             gen = pool.actors[index].stream_generate.options(num_returns="streaming").remote(messages, params, prefix)
             async for ref in gen:
                 yield await ref
+        except asyncio.CancelledError:
+            ray_module().cancel(gen)
+            raise
         except Exception as exc:
             if actor_died(exc):
                 pool.mark_dead(index)
@@ -150,8 +166,7 @@ class RayReplicaBackend:
 
     def clear_cache(self) -> None:
         """Forget every replica's cached prefixes (as LlamaCppBackend.clear_cache does for one engine)."""
-        pool = self.pool
-        pool._wait([pool.actors[i].clear_cache.remote() for i in pool.live], "clearing a replica's cache")
+        self.pool.gather("clear_cache")
 
     def close(self) -> None:
         """End the replicas, then the Ray connection if this backend made it."""
