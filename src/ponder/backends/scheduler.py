@@ -190,7 +190,10 @@ class Scheduler:
             self.waiting.pop(0)
             if source is not None and source not in self.cache and not self._is_root(source):
                 source, match = self._best_source(job)  # eviction took the first choice
-            self._start_root(job, source, match)
+            try:
+                self._start_root(job, source, match)
+            except Exception as exc:  # fail this request alone; never leave it unanswered
+                self._fail(job, BackendError(f"could not start the request: {exc}"))
 
     def _best_source(self, job: Job) -> tuple[Any, int]:
         """The slot whose KV shares the longest prefix with job.head: ("busy", n) if a prefilling root wins."""
@@ -210,9 +213,9 @@ class Scheduler:
         return any(j.root == slot for j in self.jobs)
 
     def _start_root(self, job: Job, source: Any, match: int) -> None:
+        self.jobs.append(job)  # first, so that _drop can undo whatever follows
         job.root = self.free_slots.pop()
         job.reserved = len(job.head) + job.per_sample
-        self.jobs.append(job)
         if source is not None and match > 0:
             L.llama_memory_seq_cp(self.mem, source, job.root, 0, match)
             if source in self.cache:
