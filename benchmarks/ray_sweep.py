@@ -111,6 +111,41 @@ def per_unit_overhead(problems: int, concurrency: int, tmp: Path) -> dict[str, A
             "ms_per_unit": round(1000 * (t_ray - t_in) / units, 2)}
 
 
+def batch_shape_effect(model: str, threads: int, problems: int = 4, max_tokens: int = 40) -> dict[str, Any]:
+    """The numeric size of the batch effect: one greedy prompt decoded alone vs with 3 other prompts, and with 3
+    prompts of the same token lengths but other digits (same batch shapes, other content)."""
+    import re
+
+    from ponder.tasks import load_task
+    from ponder.types import SamplingParams, user
+
+    def swap(text: str) -> str:  # every digit is one token: same lengths, other content
+        return re.sub(r"\d", lambda m: str((int(m.group()) + 3) % 10), text)
+
+    questions = [p.question for p in load_task("gsm8k").problems(problems, seed=0)]
+    target, others = user(questions[0]), [user(q) for q in questions[1:]]
+    swapped = [user(swap(q)) for q in questions[1:]]
+    greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=True)
+    engine = open_backend(model, n_threads=threads, cache_entries=0)
+
+    async def decode(companions: list) -> list[tuple[str, float]]:
+        gens = await asyncio.gather(engine.generate(target, greedy), *(engine.generate(m, greedy) for m in companions))
+        return [(t.token, t.logprob) for t in gens[0][0].logprobs]
+
+    try:
+        same_shapes = [len(engine.tokenize(engine.render(m))) for m in others] == \
+            [len(engine.tokenize(engine.render(m))) for m in swapped]
+        alone, batched, batched_swapped = (asyncio.run(decode(c)) for c in ([], others, swapped))
+    finally:
+        engine.close()
+    shared = next((i for i, (x, y) in enumerate(zip(alone, batched, strict=False)) if x[0] != y[0]), len(alone))
+    drift = [abs(x[1] - y[1]) for x, y in zip(alone[:shared], batched[:shared], strict=True)]
+    return {"what": "greedy logprobs of one prompt, alone vs batched with 3 other prompts",
+            "tokens_before_divergence": shared, "of_tokens": len(alone),
+            "max_abs_logprob_diff": round(max(drift), 4), "mean_abs_logprob_diff": round(statistics.mean(drift), 4),
+            "same_shapes_other_content_identical": same_shapes and batched == batched_swapped}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -161,6 +196,7 @@ def main() -> None:
             batch_effects["in_process_run_2"] = differences(base, stored["in_process"][1], tokenize)
         fixed = fixed_composition(config, model, threads, tmp, tokenize)
         scripted = per_unit_overhead(100, args.concurrency, tmp)
+        shapes = batch_shape_effect(model, threads)
         for b in backends.values():
             b.close()
     session.close()
@@ -174,7 +210,8 @@ def main() -> None:
         "speedup_2_actors_vs_1": round(t_r1 / result["ray_2_actors"]["median_s"], 2),
         **result,
         "ray_start_s": round(ray_start, 2), "backend_start_s": started,
-        "equality": {"fixed_batch_composition": fixed, "default_batching_vs_in_process": batch_effects},
+        "equality": {"fixed_batch_composition": fixed, "default_batching_vs_in_process": batch_effects,
+                     "batch_shape_effect": shapes},
         "setup": {"model": args.model, "task": "gsm8k", "problems": args.problems, "strategies": config.strategies,
                   "budgets": config.budgets, "max_tokens": args.max_tokens, "concurrency_per_replica":
                   args.concurrency, "threads_per_replica": threads, "runs": args.runs, "timed": "run_sweep only"},

@@ -62,3 +62,44 @@ def test_tiny_model_on_two_actors_stores_exactly_the_in_process_rows(tmp_path, m
     assert len({r[3] for r in rows}) > 3  # real, varied text: the comparison below can fail
     assert stored(got) == rows
     assert got.config["model_sha256"] == expected.config["model_sha256"] is not None
+
+
+def test_a_sample_depends_on_its_batch_shapes_only_not_on_its_neighbours_content(model):
+    """Why default batching may change samples: the numbers depend on the batch's shapes (which tokens are computed
+    together). Neighbours of the same token lengths but other content give bit-identical logprobs."""
+    import re
+
+    from ponder.backends.factory import open_backend
+    from ponder.tasks import load_task
+    from ponder.types import SamplingParams, user
+
+    questions = [p.question for p in load_task("gsm8k").problems(4, seed=0)]
+    others = [user(q) for q in questions[1:]]
+    swapped = [user(re.sub(r"\d", lambda m: str((int(m.group()) + 3) % 10), q)) for q in questions[1:]]
+    greedy = SamplingParams(max_tokens=24, temperature=0.0, logprobs=True)
+    engine = open_backend(model, n_threads=1, cache_entries=0)
+
+    async def decode(neighbours):
+        gens = await asyncio.gather(*(engine.generate(m, greedy) for m in [user(questions[0]), *neighbours]))
+        return [(t.token, t.logprob) for t in gens[0][0].logprobs]
+
+    try:
+        lengths = [[len(engine.tokenize(engine.render(m))) for m in group] for group in (others, swapped)]
+        assert lengths[0] == lengths[1] and swapped != others
+        alone, batched, batched_again, batched_swapped = (asyncio.run(decode(n))
+                                                          for n in ([], others, others, swapped))
+    finally:
+        engine.close()
+    assert batched == batched_again == batched_swapped
+    assert alone == asyncio.run(_alone_again(model, questions[0], greedy))  # alone is reproducible too
+
+
+async def _alone_again(model, question, params):
+    from ponder.backends.factory import open_backend
+    from ponder.types import user
+
+    engine = open_backend(model, n_threads=1, cache_entries=0)
+    try:
+        return [(t.token, t.logprob) for t in (await engine.generate(user(question), params))[0].logprobs]
+    finally:
+        engine.close()
