@@ -32,20 +32,20 @@ TRUNCATION_WARNING = 0.05
 def sweep(
     task: str = typer.Option(None, help="gsm8k, gsm_symbolic, champ, humaneval, reasoning_gym:NAME or jsonl:PATH."),
     model: str = typer.Option(None, help="Catalogue name, .gguf path, http(s)://server/v1#model, or 'scripted'."),
-    strategies: str = typer.Option(None, help="Comma-separated strategies [default: cot,self_consistency]."),
-    budgets: str = typer.Option(None, help="Strictly increasing budgets, e.g. 1,2,4,8,16 [default: 1,2,4,8,16]."),
-    limit: int = typer.Option(None, help="Number of problems (the task's first ones) [default: all]."),
-    seed: int = typer.Option(None, help="Run seed: fixes every sample's seed [default: 0]."),
+    strategies: str = typer.Option(None, help="Comma-separated strategies (default cot,self_consistency)."),
+    budgets: str = typer.Option(None, help="Strictly increasing budgets, e.g. 1,2,4,8,16 (default 1,2,4,8,16)."),
+    limit: int = typer.Option(None, help="Number of problems, the task's first ones (default all)."),
+    seed: int = typer.Option(None, help="Run seed: fixes every sample's seed (default 0)."),
     out: Path = typer.Option(None, help="New run folder, e.g. runs/NAME."),
     resume: Path = typer.Option(None, help="Finish an interrupted run in this folder (same settings)."),
-    max_tokens: int = typer.Option(None, "--max-tokens", help="Tokens per sample [default: 512]."),
-    temperature: float = typer.Option(None, help="Pool sampling temperature [default: 0.8]."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Tokens per sample (default 512)."),
+    temperature: float = typer.Option(None, help="Pool sampling temperature (default 0.8)."),
     concurrency: int = typer.Option(4, help="Work units in flight at once (the local engine batches them)."),
     n_threads: int = typer.Option(None, "--n-threads", help="CPU threads for a local model."),
     task_opt: list[str] = typer.Option(None, "--task-opt", help="KEY=VALUE for the task, repeatable, e.g. "
                                        "question_field=q answer_field=label for jsonl:PATH."),
     ray: bool = typer.Option(False, "--ray", help="Run the units on Ray actors (a local Ray instance unless "
-                             "--ray-address is given). Needs pip install 'ponder[ray]'."),
+                             "--ray-address is given). Needs pip install 'ponder\\[ray]'."),
     ray_address: str = typer.Option(None, "--ray-address", help="Join this Ray cluster (auto, ray://HEAD:10001); "
                                     "implies --ray."),
     actors: int = typer.Option(2, "--actors", help="With --ray: actors, each holding one model replica "
