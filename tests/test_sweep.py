@@ -114,7 +114,7 @@ from ponder.experiments.store import Store
 from ponder.experiments.sweep import SweepConfig, run_sweep, settings
 
 config = SweepConfig({task!r}, "scripted", ("cot", "self_consistency"), (1, 2, 4), seed=7)
-backend = SlowScripted(delay=0.15)
+backend = SlowScripted(delay=0.5)  # long enough to be killed part-way even on a busy machine
 store = Store.create({out!r}, settings(config, backend, "math"))
 asyncio.run(run_sweep(config, backend, store, InProcessExecutor(backend, 2)))
 print("finished")
