@@ -360,10 +360,11 @@ class Scheduler:
         job.samples.remove(s)
         job.reserved -= job.per_sample
         self._retire(s.slot, s.kv_tokens)
-        p_tok = len(job.prompt)
-        # The first sample pays for the prompt; its siblings read the same prefill, so it counts as cached.
-        cached = job.cached if s.index == 0 else p_tok
-        usage = Usage(prompt_tokens=p_tok, completion_tokens=s.generated, cached_tokens=cached)
+        # The prompt is charged once, to the first sample (types.Generation); its siblings reuse that prefill.
+        # (Charging them P prompt + P cached would inflate per-call prompt lengths in ponder.compute.)
+        first = s.index == 0
+        usage = Usage(prompt_tokens=len(job.prompt) if first else 0, completion_tokens=s.generated,
+                      cached_tokens=job.cached if first else 0)
         logprobs = tuple(s.logprobs) if job.params.logprobs else None
         job.results[s.index] = Generation(text, reason, s.generated, logprobs, usage)  # type: ignore[arg-type]
         if len(job.results) == job.params.n:
