@@ -1,5 +1,6 @@
 """The run store: round trips, atomic units, refusal of duplicates, clear errors on corrupt files."""
 
+import dataclasses
 import sqlite3
 
 import pytest
@@ -98,3 +99,26 @@ def test_a_blank_file_left_by_a_killed_create_can_be_created_again(tmp_path):
         Store.open(tmp_path / "run")
     Store.create(tmp_path / "run", CONFIG).close()
     assert Store.open(tmp_path / "run").config == CONFIG
+
+
+def test_sessions_add_up_the_sweeps_wall_time(tmp_path):
+    store = make_store(tmp_path)
+    assert store.wall_seconds() == 0.0
+    first = store.start_session()
+    store.set_session_seconds(first, 5.0)
+    store.set_session_seconds(first, 7.5)  # updated as units finish; the last value counts
+    second = store.start_session()  # a resume
+    store.set_session_seconds(second, 2.5)
+    assert store.wall_seconds() == pytest.approx(10.0)
+
+
+def test_machine_time_is_shared_out_by_generated_tokens():
+    from ponder.experiments.outcomes import CostModel
+    from ponder.ledger import PriceTable
+
+    rows = [dataclasses.replace(sample(i), usage_by_role={"policy": Usage(completion_tokens=t, seconds=99.0)},
+                                seconds=99.0) for i, t in ((0, 10), (1, 30))]
+    model = CostModel("local-model", None, PriceTable(hardware_usd_per_hour=3.6)).amortised(8.0, rows)
+    tokens, _, seconds, usd = model.of(rows[1].usage_by_role, rows[1].seconds)
+    assert (tokens, seconds) == (30, pytest.approx(6.0))  # 30 of 40 tokens -> 3/4 of 8 s, not the row's 99 s
+    assert usd == pytest.approx(6.0 / 3600 * 3.6)

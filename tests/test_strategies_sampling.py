@@ -225,7 +225,7 @@ def test_revision_last_skips_a_round_cut_off_before_its_answer():
     script = ["The answer is 5.", "Let me recount: first 2, then 3, then the total is " + "more " * 50]
     result, _ = solve(Revision(rounds=1, max_tokens=40), ScriptedBackend(script))
     assert [c.finish_reason for c in result.candidates] == ["stop", "length"]
-    assert result.candidates[1].answer == "3" and result.answer == "5"
+    assert result.candidates[1].answer is None and result.answer == "5"  # a cut-off round has no answer
 
 
 def test_revision_vote_tie_goes_to_the_later_round():
@@ -377,3 +377,10 @@ def test_each_strategy_runs_end_to_end_on_the_05b_model(qwen05b, strategy):
     assert all(c.finish_reason in ("stop", "length") for c in result.candidates)
     print(f"{strategy.name}: answer={result.answer} votes={dict(result.votes)} tokens={policy.completion_tokens} "
           f"seconds={policy.seconds:.1f}")
+
+
+def test_self_consistency_cut_off_samples_do_not_vote():
+    script = ["The answer is 4."] + ["so far 9 and 9 and " + "more " * 50] * 2
+    result, _ = solve(SelfConsistency(n=3, max_tokens=30, logprobs=False), ScriptedBackend(script))
+    assert [c.finish_reason for c in result.candidates] == ["stop", "length", "length"]
+    assert result.answer == "4" and result.votes == {"4": 1.0}

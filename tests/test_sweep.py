@@ -292,3 +292,16 @@ def test_reply_helper_is_deterministic():
 
     call = ScriptedCall(user("What is number 1?"), SamplingParams(seed=4), "")
     assert reply(call, 0) == reply(call, 0) and "5" in reply(call, 0)
+
+
+def test_a_cut_off_pool_sample_has_no_answer_and_is_not_right():
+    import asyncio
+
+    from ponder import Problem, ScriptedBackend
+    from ponder.experiments.units import PoolUnit, run_unit
+
+    problem = Problem("p", "What is 2 + 2?", "4")
+    unit = PoolUnit(problem, "cot", 2, 0, (("max_tokens", 8), ("temperature", 0.8)))
+    backend = ScriptedBackend(["The answer is 4.", "two plus two is 4 and then " + "more " * 20])
+    rows = asyncio.run(run_unit(unit, backend)).samples
+    assert [(r.answer, r.correct, r.finish_reason) for r in rows] == [("4", True, "stop"), (None, False, "length")]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,10 @@ class CostModel:
     info: ModelInfo | None = None
     """The model's shapes, for FLOPs; None leaves FLOPs unknown (NaN)."""
     prices: PriceTable = field(default_factory=PriceTable)
+    seconds_per_token: float | None = None
+    """Machine seconds per generated token over the whole sweep (its wall time / all generated tokens). A row's
+    own seconds overlap other rows that ran in the same batch, so summing them overcounts; when the run recorded
+    its wall time, a row's seconds (and a local model's dollars) are its share of that time by generated tokens."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> CostModel:
@@ -77,6 +81,13 @@ class CostModel:
         return cls(str(config.get("model_name") or config.get("model") or raw.get("name", "")), info,
                    PriceTable(hardware_usd_per_hour=float(hw)))
 
+    def amortised(self, machine_seconds: float, rows: Iterable[SampleRow | ResultRow]) -> CostModel:
+        """This model with seconds shared out by generated tokens over `machine_seconds` of wall time."""
+        tokens = sum(u.completion_tokens for r in rows for u in r.usage_by_role.values())
+        if machine_seconds <= 0 or tokens <= 0:
+            return self
+        return replace(self, seconds_per_token=machine_seconds / tokens)
+
     def flops(self, usage: Usage) -> float:
         """Forward FLOPs of prefill and decode (Kaplan 2N + attention, from ponder.compute)."""
         return compute.flops(self.info, usage) if self.info else math.nan
@@ -86,7 +97,10 @@ class CostModel:
         """[tokens, flops, seconds, usd] for the roles kept by `roles`."""
         kept = [u for r, u in usage_by_role.items() if roles(r)]
         total = sum(kept, Usage())
-        secs = total.seconds if total.seconds > 0 else seconds
+        if self.seconds_per_token is not None:
+            secs = total.completion_tokens * self.seconds_per_token
+        else:
+            secs = total.seconds if total.seconds > 0 else seconds
         usd = self.prices.cost(self.model, total, busy_seconds=secs)
         return np.array([total.completion_tokens, self.flops(total), secs, usd], dtype=float)
 

@@ -50,6 +50,9 @@ def build_report(store: Any, folder: Path, stopping_point: StoppingPoint | None 
                  name: str = "") -> ReportFiles:
     """Write the report of anything with `.config`, `.problems()`, `.samples()` and `.results()`."""
     config = dict(store.config)
+    wall = getattr(store, "wall_seconds", None)
+    if callable(wall) and wall() > 0:
+        config["machine_seconds"] = wall()
     samples = store.samples()
     analysis = analyze(store.problems(), samples, store.results(), config, stopping_point)
     summary = headline(analysis)

@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS results (
     completion_tokens INTEGER NOT NULL, seconds REAL NOT NULL, trace TEXT NOT NULL, text TEXT NOT NULL DEFAULT '',
     UNIQUE (problem_id, strategy, budget));
 """
+_SESSIONS = "CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY AUTOINCREMENT, seconds REAL NOT NULL)"
+"""Wall-clock seconds of each sweep session (a run, or a resume): what a local model's compute cost in time."""
 _TABLES = {"run", "problems", "samples", "results"}
 
 
@@ -91,7 +93,7 @@ class Store:
         # One transaction: a store killed while being created is left blank (and may be created again), never half-made.
         conn = store._conn
         conn.execute("BEGIN")
-        for statement in filter(str.strip, _SCHEMA.split(";")):
+        for statement in [*filter(str.strip, _SCHEMA.split(";")), _SESSIONS]:
             conn.execute(statement)
         conn.executemany("INSERT INTO run VALUES (?, ?)", [
             ("schema_version", str(SCHEMA_VERSION)), ("config", json.dumps(dict(config), sort_keys=True))])
@@ -207,6 +209,23 @@ class Store:
         pools = self._conn.execute("SELECT DISTINCT problem_id, pool FROM samples")
         results = self._conn.execute("SELECT problem_id, strategy, budget FROM results")
         return {("pool", *r) for r in pools} | {("result", *r) for r in results}
+
+    def start_session(self) -> int:
+        """Open a sweep session (one per run or resume); its wall-clock time prices a local model's compute."""
+        with self._conn:
+            self._conn.execute(_SESSIONS)  # for a store made before sessions were recorded
+            return int(self._conn.execute("INSERT INTO sessions (seconds) VALUES (0)").lastrowid or 0)
+
+    def set_session_seconds(self, session: int, seconds: float) -> None:
+        with self._conn:
+            self._conn.execute("UPDATE sessions SET seconds = ? WHERE id = ?", (seconds, session))
+
+    def wall_seconds(self) -> float:
+        """Wall-clock seconds the sweep sessions spent running units (0 for a store made before sessions)."""
+        try:
+            return float(self._conn.execute("SELECT COALESCE(SUM(seconds), 0) FROM sessions").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0.0
 
     def truncation(self) -> tuple[int, int]:
         """(rows that hit max_tokens, all rows), samples and results together."""

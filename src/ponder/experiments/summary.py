@@ -64,6 +64,8 @@ def analyze(problems: Sequence[ProblemRow], samples: Sequence[SampleRow], result
     """Derive every curve of a run from its rows (no generation)."""
     seed = int(config.get("seed", 0) or 0)
     cost_model = CostModel.from_config(config)
+    if config.get("machine_seconds"):
+        cost_model = cost_model.amortised(float(config["machine_seconds"]), [*samples, *results])
     pids = problem_order(problems, samples, results)
     budgets = config.get("budgets") or None
     specs = pool_strategies(stopping_point or adaptive_stopping_point)
@@ -83,6 +85,9 @@ def _notes(outcomes: Sequence[Outcome], cost_model: CostModel) -> list[str]:
     if sampled:
         notes.append(f"estimated from {SUBSET_DRAWS} fixed-seed random k-subsets (the rest enumerate every subset): "
                      + ", ".join(sampled))
+    if cost_model.seconds_per_token is not None:
+        notes.append(f"seconds and local dollars: the sweep's wall time shared out by generated tokens "
+                     f"({cost_model.seconds_per_token * 1000:.1f} ms of machine time per token)")
     if cost_model.info:
         notes.append(f"FLOPs from ponder.compute: 2 x {cost_model.info.n_params:,} parameters per processed token "
                      "(prefill + decode) plus attention over the context (Kaplan et al. 2020)")

@@ -251,11 +251,13 @@ async def run_sweep(config: SweepConfig, backend: object, store: Store, executor
     if on_start:
         on_start(len(units), len(units) - len(todo))
     tally = Tally()
+    session, started = store.start_session(), time.monotonic()
     async for res in (executor or InProcessExecutor(backend)).run(todo):
         if res.samples:
             store.add_samples(res.samples)
         if res.result is not None:
             store.add_result(res.result)
+        store.set_session_seconds(session, time.monotonic() - started)
         tally.add(res)
         if on_result:
             on_result(res)

@@ -98,7 +98,7 @@ async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
     start = time.monotonic()
     gens = await ledger.meter(backend, "policy").generate(sampler.messages(unit.problem), sampler.params(unit.n))
     call_seconds = time.monotonic() - start
-    graded = await asyncio.gather(*(_answer_and_grade(unit, g.text) for g in gens))
+    graded = await asyncio.gather(*(_answer_and_grade(unit, g.text, g.finish_reason) for g in gens))
     evals = await asyncio.gather(*(_self_eval(unit.problem, g.text, backend) for g in gens)) if unit.self_eval else ()
     rows = []
     for i, (gen, (answer, correct)) in enumerate(zip(gens, graded, strict=True)):
@@ -111,13 +111,15 @@ async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
     return tuple(rows)
 
 
-async def _answer_and_grade(unit: PoolUnit, text: str) -> tuple[str | None, bool]:
+async def _answer_and_grade(unit: PoolUnit, text: str, finish_reason: str) -> tuple[str | None, bool]:
     if unit.pool == "program_aided":
         from ponder.strategies.program_aided import extract_program, run_program
 
         program = extract_program(text)
         value = None if program is None else await run_program(program)
         return value, value is not None and await grade(unit.problem, value)
+    if finish_reason == "length":  # a cut-off sample's last number is noise: it neither votes nor counts as right
+        return None, False
     return answer_of(unit.problem, text), await grade(unit.problem, text)
 
 

@@ -54,10 +54,15 @@ def at_least(name: str, value: Any, low: int) -> None:
 
 
 def candidate(gen: Generation, answer: str | None = None, score: float | None = None) -> Candidate:
-    """A Candidate row for one generation; the answer is extracted from its text unless given."""
+    """A Candidate row for one generation; the answer is extracted from its text unless given.
+
+    A generation cut off by max_tokens has no extracted answer: its last number is noise that would poison a vote.
+    """
+    if answer is None and gen.finish_reason != "length":
+        answer = answer_of(gen.text)
     return Candidate(
         text=gen.text,
-        answer=answer_of(gen.text) if answer is None else answer,
+        answer=answer,
         score=score,
         finish_reason=gen.finish_reason,
         completion_tokens=gen.completion_tokens,
