@@ -184,6 +184,14 @@ def test_a_replica_that_cannot_open_its_model_raises_the_ponder_error(tmp_path, 
         ReplicaPool(BackendSpec.of(str(tmp_path / "missing.gguf")), 1, num_cpus=0)
 
 
+def test_replicas_running_other_ponder_code_are_refused(ray_session, monkeypatch):
+    import ponder.distributed.replicas as replicas
+
+    monkeypatch.setattr(replicas, "DRIVER_CODE", "0.0.1+000000000000")
+    with pytest.raises(BackendError, match="other ponder code"):
+        pool_of(1)
+
+
 def test_cli_sweep_with_ray_matches_the_in_process_cli(tmp_path, ray_session):
     from ponder.cli import app
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ponder.distributed.runtime import code_digest
 from ponder.experiments.units import Unit, UnitResult, run_unit
 from ponder.types import Generation, Message, ModelInfo, SamplingParams
 
@@ -49,12 +50,15 @@ class Identity:
 
     model: str
     info: ModelInfo | None
+    code: str = ""
+    """The replica's ponder version and source digest (runtime.code_digest), compared with the driver's."""
 
 
 class Replica:
     """One backend replica in its own process. Wrapped with `ray.remote` by ReplicaPool (so ray stays optional)."""
 
     def __init__(self, spec: BackendSpec) -> None:
+        code_digest()  # the code this process runs, fixed now
         self.spec = spec
         self.backend: Any = None
 
@@ -66,7 +70,7 @@ class Replica:
             self.backend = self.spec.open()
         ident = model_identity(self.backend)
         info = ident["model_info"]
-        return Identity(ident["model_name"], ModelInfo(**info) if info is not None else None)
+        return Identity(ident["model_name"], ModelInfo(**info) if info is not None else None, code_digest())
 
     async def pid(self) -> int:
         """This actor's process id (the fault-tolerance test kills it with SIGKILL)."""

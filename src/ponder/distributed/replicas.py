@@ -13,9 +13,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ponder.distributed.actors import BackendSpec, Replica
-from ponder.distributed.runtime import ray_module
+from ponder.distributed.runtime import code_digest, ray_module
 from ponder.errors import BackendError, InvalidParameter, PonderError
 from ponder.types import Generation, Message, ModelInfo, SamplingParams
+
+DRIVER_CODE = code_digest()
+"""The ponder code this driver runs, fixed when ponder.distributed is first imported."""
 
 
 def actor_died(exc: BaseException) -> bool:
@@ -53,8 +56,12 @@ class ReplicaPool:
         try:
             first, *others = self.gather("open")
             if any(other != first for other in others):  # e.g. another file under the same name on some node
-                raise BackendError(f"the replicas of {spec.spec!r} opened different models ({[first, *others]}); "
-                                   "give every node the same model file")
+                raise BackendError(f"the replicas of {spec.spec!r} opened different models or run different ponder "
+                                   f"code ({[first, *others]}); give every node the same model file and ponder")
+            if first.code != DRIVER_CODE:
+                raise BackendError(f"the replicas run other ponder code ({first.code}) than this driver "
+                                   f"({DRIVER_CODE}), so they would store other rows: install the same ponder on "
+                                   "every node, or restart the driver if ponder's source changed since it started")
         except BaseException:
             self.close()
             raise

@@ -8,11 +8,30 @@ cluster keeps running.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 from ponder.extras import require
+
+
+@functools.cache
+def code_digest() -> str:
+    """ponder's version and a digest of its source files, as this process first saw them.
+
+    The driver and every replica must run the same ponder: a replica that extracts answers with other code
+    stores other rows. The driver computes this when ponder.distributed is imported; a replica when it starts.
+    """
+    import ponder
+
+    root = Path(ponder.__file__).parent
+    digest = hashlib.sha256()
+    for file in sorted(root.rglob("*.py")):
+        digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
+    return f"{ponder.__version__}+{digest.hexdigest()[:12]}"
 
 
 def ray_module() -> ModuleType:
