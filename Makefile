@@ -22,12 +22,20 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/ponder data pull
 	touch $@
 
+# The main job: a GSM8K scaling sweep on the default model, then its report. Run again to resume.
+RUN ?= runs/gsm8k-main
+SWEEP := --task gsm8k --model qwen2.5-coder-1.5b \
+  --strategies cot,self_consistency,best_of_n,adaptive_consistency,program_aided --budgets 1,2,4 --limit 10 --seed 0
+
 run: setup
 	$(BIN)/ponder models pull qwen2.5-coder-1.5b
-	$(BIN)/ponder ask --model qwen2.5-coder-1.5b --n 8 \
-	  "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?"
+	if [ -f $(RUN)/store.sqlite ]; then $(BIN)/ponder sweep --resume $(RUN); \
+	else $(BIN)/ponder sweep $(SWEEP) --out $(RUN); fi
+	$(BIN)/ponder report $(RUN)
 
 test: setup
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium) || echo "no chromium: the HTML render test will skip"
 	$(BIN)/ponder models pull smollm2-135m
 	$(BIN)/ponder models pull qwen2.5-coder-0.5b
 	$(BIN)/ruff check src tests benchmarks
