@@ -205,6 +205,14 @@ def test_cli_sweep_with_ray_matches_the_in_process_cli(tmp_path, ray_session):
     assert ray.is_initialized()  # the CLI joined this module's Ray and left it running
     with Store.open(tmp_path / "a") as a, Store.open(tmp_path / "b") as b:
         assert sweep_rows(a) == sweep_rows(b) and len(sweep_rows(a)) == 3 * 3
+    conn = sqlite3.connect(tmp_path / "a" / "store.sqlite")  # lose the last problem's pool, as a kill would
+    with conn:
+        conn.execute("DELETE FROM samples WHERE problem_id = 'jsonl/q2'")
+    conn.close()
+    resumed = CliRunner().invoke(app, ["sweep", "--resume", str(tmp_path / "a"), "--ray", "--actors", "1"])
+    assert resumed.exit_code == 0, resumed.output  # an in-process run resumes on Ray: same provenance
+    with Store.open(tmp_path / "a") as a, Store.open(tmp_path / "b") as b:
+        assert sweep_rows(a) == sweep_rows(b)
 
 
 @contextlib.contextmanager
