@@ -146,6 +146,38 @@ def batch_shape_effect(model: str, threads: int, problems: int = 4, max_tokens: 
             "same_shapes_other_content_identical": same_shapes and batched == batched_swapped}
 
 
+def start_backends(model: str, threads: int) -> tuple[dict[str, Any], dict[str, float]]:
+    """Every configuration's backend, and how long each took to start (model loads, actors)."""
+    backends: dict[str, Any] = {}
+    started: dict[str, float] = {}
+    for name, make in (("in_process", lambda: open_backend(model, n_threads=threads)),
+                       ("ray_1_actor", lambda: open_ray_backend(model, RayOptions(replicas=1), threads)),
+                       ("ray_2_actors", lambda: open_ray_backend(model, RayOptions(replicas=2), threads)),
+                       ("in_process_2x", lambda: open_backend(model, n_threads=2 * threads))):
+        t = time.perf_counter()
+        backends[name] = make()
+        started[name] = round(time.perf_counter() - t, 2)
+    return backends, started
+
+
+def time_runs(config: SweepConfig, backends: dict[str, Any], args: argparse.Namespace,
+              tmp: Path) -> tuple[dict[str, list[float]], dict[str, list[dict]]]:
+    """Run every configuration `args.runs` times, interleaved; seconds and stored rows of each run."""
+    executors = {name: (RayExecutor(b.pool, args.concurrency) if hasattr(b, "pool")
+                        else InProcessExecutor(b, args.concurrency)) for name, b in backends.items()}
+    times: dict[str, list[float]] = {name: [] for name in backends}
+    stored: dict[str, list[dict]] = {name: [] for name in backends}
+    for r in range(args.runs):
+        for name in backends:
+            if name == "in_process_2x" and r >= args.runs_2x:
+                continue
+            print(f"run {r + 1}/{args.runs}: {name}", flush=True)
+            sec, got = asyncio.run(timed_sweep(config, backends[name], executors[name], tmp / f"{name}-{r}"))
+            times[name].append(sec)
+            stored[name].append(got)
+    return times, stored
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
@@ -165,19 +197,7 @@ def main() -> None:
     # Logical CPUs for Ray's placement only: five actors are up at once here, while each engine's threads are set.
     session = connect(num_cpus=16)
     ray_start = time.perf_counter() - start
-    backends: dict[str, Any] = {}
-    started: dict[str, float] = {}
-    for name, make in (("in_process", lambda: open_backend(model, n_threads=threads)),
-                       ("ray_1_actor", lambda: open_ray_backend(model, RayOptions(replicas=1), threads)),
-                       ("ray_2_actors", lambda: open_ray_backend(model, RayOptions(replicas=2), threads)),
-                       ("in_process_2x", lambda: open_backend(model, n_threads=2 * threads))):
-        t = time.perf_counter()
-        backends[name] = make()
-        started[name] = round(time.perf_counter() - t, 2)
-    executors = {name: (RayExecutor(b.pool, args.concurrency) if hasattr(b, "pool")
-                        else InProcessExecutor(b, args.concurrency)) for name, b in backends.items()}
-    times: dict[str, list[float]] = {name: [] for name in backends}
-    stored: dict[str, list[dict]] = {name: [] for name in backends}
+    backends, started = start_backends(model, threads)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         tokenize = backends["in_process"].tokenize
@@ -185,23 +205,16 @@ def main() -> None:
         fixed = fixed_composition(config, model, threads, tmp, tokenize)
         scripted = per_unit_overhead(100, args.concurrency, tmp)
         shapes = batch_shape_effect(model, threads)
-        for r in range(args.runs):
-            for name in backends:
-                if name == "in_process_2x" and r >= args.runs_2x:
-                    continue
-                print(f"run {r + 1}/{args.runs}: {name}", flush=True)
-                sec, got = asyncio.run(timed_sweep(config, backends[name], executors[name], tmp / f"{name}-{r}"))
-                times[name].append(sec)
-                stored[name].append(got)
+        times, stored = time_runs(config, backends, args, tmp)
         base = stored["in_process"][0]
         batch_effects = {name: differences(base, runs[0], tokenize) for name, runs in stored.items()
-                         if name != "in_process"}
+                         if name != "in_process" and runs}
         if args.runs > 1:
             batch_effects["in_process_run_2"] = differences(base, stored["in_process"][1], tokenize)
         for b in backends.values():
             b.close()
     session.close()
-    result = {name: summary(t, args.problems) for name, t in times.items()}
+    result = {name: summary(t, args.problems) for name, t in times.items() if t}
     t_in, t_r1 = result["in_process"]["median_s"], result["ray_1_actor"]["median_s"]
     paired = [round(100 * (r1 - i) / i, 1) for i, r1 in zip(times["in_process"], times["ray_1_actor"], strict=True)]
     result = {
@@ -222,7 +235,7 @@ def main() -> None:
     }
     write_result(result, args.out)
     print({k: result[k] for k in ("overhead_pct_1_actor", "speedup_2_actors_vs_1")},
-          {k: result[k]["problems_per_min"] for k in times})
+          {k: result[k]["problems_per_min"] for k in times if k in result})
 
 
 if __name__ == "__main__":
