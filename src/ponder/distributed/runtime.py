@@ -78,5 +78,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> RaySessi
         return RaySession(address, owned=True)
     # Ray starts workers at niceness 15. Here the actors do the sweep's work, and the in-process executor runs at
     # niceness 0; at 15 a shared machine's other jobs would take the actors' CPU. A joined cluster keeps its setting.
-    ray.init(num_cpus=num_cpus or os.cpu_count() or 1, _system_config={"worker_niceness": 0}, **quiet)
+    # address="local": always a new embedded instance, never a cluster `ray start` left running on this machine.
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, _system_config={"worker_niceness": 0},
+             **quiet)
     return RaySession(None, owned=True)
