@@ -94,6 +94,15 @@ class Limits:
     """Size of each private tmpfs (the working folder among them), in MiB."""
 
 
+def compiles(source: str) -> bool:
+    """Whether `source` is syntactically valid Python (compiled, never run)."""
+    try:
+        compile(source, "<program>", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
 def run_python(source: str, *, stdin: str = "", timeout_s: float = 5.0, memory_mb: int = 512,
                cpu_s: float | None = None) -> SandboxResult:
     """Run `source` as a Python program in the sandbox and return what it printed and how it ended."""

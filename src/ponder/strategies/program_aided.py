@@ -15,6 +15,7 @@ from typing import ClassVar
 from ponder.answers import normalize
 from ponder.errors import BudgetExhausted, InvalidParameter
 from ponder.ledger import Ledger
+from ponder.sandbox import compiles, run_python_async
 from ponder.strategies.common import Sampled, at_least, candidate, cut_by_budget, result
 from ponder.strategies.self_consistency import majority_vote
 from ponder.types import Problem, Result
@@ -46,22 +47,13 @@ def _code_tail(text: str) -> str | None:
     lines = text.splitlines()
     for start in range(len(lines)):
         source = "\n".join(lines[start:])
-        if ("print(" in source or "def solution" in source) and _compiles(source):
+        if ("print(" in source or "def solution" in source) and compiles(source):
             return source
     return None
 
 
-def _compiles(source: str) -> bool:
-    try:
-        compile(source, "<program>", "exec")
-    except (SyntaxError, ValueError):
-        return False
-    return True
-
-
 async def run_program(source: str, *, timeout_s: float = 5.0) -> str | None:
     """Run `source` in the sandbox; the normalised last line it printed, or None if it failed or printed nothing."""
-    from ponder.sandbox import run_python_async  # imported here: the sandbox is only needed when programs run
 
     out = await run_python_async(source, timeout_s=timeout_s)
     if out.timed_out or out.killed or out.returncode != 0:

@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Sequence
 
 from ponder.errors import VerifierError
-from ponder.sandbox import SandboxResult, run_python_async
+from ponder.sandbox import SandboxResult, compiles, run_python_async
 from ponder.types import Problem, Score
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
@@ -69,19 +69,11 @@ def build_program(problem: Problem, candidate: str, marker: str = "") -> str:
     code = extract_code(candidate, entry)
     if re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, re.MULTILINE):
         # a whole function: keep the prompt before it for its imports and helpers (a docstring-only def is valid)
-        body = f"{prompt if _compiles(prompt) else prompt + '    pass'}\n\n{code}"
+        body = f"{prompt if compiles(prompt) else prompt + '    pass'}\n\n{code}"
     else:
         body = prompt + code
     end = f"print({marker!r})\n" if marker else ""
     return f"{body}\n\n{test}\n\ncheck({entry})\n{end}"
-
-
-def _compiles(source: str) -> bool:
-    try:
-        compile(source, "<prompt>", "exec")
-    except (SyntaxError, ValueError):
-        return False
-    return True
 
 
 def _score(result: SandboxResult, marker: str) -> Score:
