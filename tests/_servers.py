@@ -125,6 +125,16 @@ class FaultServer:
 TINY_MODEL = Path(os.environ.get("PONDER_HOME", Path.home() / ".cache" / "ponder")) / "models" / "smollm2-135m.gguf"
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a child server, killing it if it does not exit within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def llama_cpp_server(model: Path = TINY_MODEL, n_ctx: int = 2048, ready_s: float = 120.0) -> Iterator[str]:
     """Run `python -m llama_cpp.server` on a free 127.0.0.1 port; yield its /v1 base URL; kill it afterwards."""
@@ -148,10 +158,5 @@ def llama_cpp_server(model: Path = TINY_MODEL, n_ctx: int = 2048, ready_s: float
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()

@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from _servers import stop
 from ponder.cli.serve import open_server_backend, parse_efforts
 from ponder.errors import InvalidParameter
 from test_server import free_port
@@ -42,11 +43,7 @@ def ponder_serve(*args: str, env: dict[str, str] | None = None) -> Iterator[str]
             time.sleep(0.2)
         yield base + "/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def test_ponder_serve_with_the_openai_sdk() -> None:
