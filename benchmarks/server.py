@@ -105,9 +105,10 @@ class RawClient:
         return status, body
 
     async def open(self, n: int) -> None:
-        """Open n connections before timing."""
+        """Open n connections before timing, each warmed by one request (as the httpx path does with /health)."""
         for _ in range(n):
             self.pool.append(await asyncio.open_connection(self.host, self.port))
+            await self.post()
 
     def close(self) -> None:
         for _, writer in self.pool:
