@@ -62,9 +62,15 @@ def accuracy_vs_compute(a: Analysis, axis: str, path: Path) -> Path:
     for strategy, pts in _by_strategy(a.points).items():
         _draw_curve(ax, pts, [p.cost[axis] for p in pts], strategy)
     ax.set_xscale("log")
-    ax.set_xlabel(f"{AXIS_LABELS[axis]} per problem (log scale)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"Accuracy vs {AXIS_LABELS[axis]} (95% bootstrap CI over problems)")
+    return _finish(fig, ax, path, f"{AXIS_LABELS[axis]} per problem (log scale)", "accuracy",
+                   f"Accuracy vs {AXIS_LABELS[axis]} (95% bootstrap CI over problems)")
+
+
+def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label, grid and legend one single-axes figure, then save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
@@ -82,12 +88,8 @@ def coverage_vs_samples(a: Analysis, path: Path) -> Path:
             label = "coverage (pass@k, oracle)" if strategy == "pass_at_k" else strategy
             _draw_curve(ax, pts, [float(p.budget) for p in pts], label, **style)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("samples k (log2 scale)")
-    ax.set_ylabel("share of problems")
-    ax.set_title("Coverage and accuracy against samples from one pool")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return _finish(fig, ax, path, "samples k (log2 scale)", "share of problems",
+                   "Coverage and accuracy against samples from one pool")
 
 
 def frontier(a: Analysis, path: Path) -> Path:
@@ -106,12 +108,8 @@ def frontier(a: Analysis, path: Path) -> Path:
             _draw_curve(ax, pts, [p.cost["tokens"] for p in pts], strategy, linestyle="--")
             ax.axhline(pts[-1].accuracy, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xscale("log")
-    ax.set_xlabel("generated tokens per problem (log scale)")
-    ax.set_ylabel("accuracy")
-    ax.set_title("Compute-optimal policy vs majority voting and best-of-N")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    return _save(fig, path)
+    return _finish(fig, ax, path, "generated tokens per problem (log scale)", "accuracy",
+                   "Compute-optimal policy vs majority voting and best-of-N")
 
 
 def per_bin(a: Analysis, path: Path, kind: str = "oracle") -> Path:
