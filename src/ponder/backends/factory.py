@@ -41,6 +41,8 @@ def _open_local(spec: str, **opts: Any) -> Backend:
 
     path = resolve(spec)
     opts.setdefault("name", spec if spec in CATALOGUE else None)
+    if spec in CATALOGUE:
+        opts.setdefault("sampler_defaults", CATALOGUE[spec].sampler)
     return LlamaCppBackend(path, **opts)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from ponder.backends.decoding import check_fits
 from ponder.errors import BackendError, CorruptModel, InvalidParameter, ModelNotFound
 from ponder.extras import require
-from ponder.types import Generation, Message, ModelInfo, SamplingParams
+from ponder.types import Generation, Message, ModelInfo, SamplerDefaults, SamplingParams
 
 _END = object()
 
@@ -68,6 +68,7 @@ class LlamaCppBackend:
         cache_entries: int = 8,
         name: str | None = None,
         verbose: bool = False,
+        sampler_defaults: SamplerDefaults | None = None,
     ) -> None:
         L = require("llama_cpp", "local")
         from ponder.backends.scheduler import Scheduler
@@ -79,6 +80,8 @@ class LlamaCppBackend:
             raise InvalidParameter("n_seq_max", n_seq_max, f"use 2 to {L.llama_max_parallel_sequences()}")
         self.path = Path(model_path).expanduser()
         self.model = name or self.path.name.removesuffix(".gguf")
+        self.sampler_defaults = sampler_defaults or SamplerDefaults()
+        """What a request's unset sampler fields become (the catalogue's recommendation for a named model)."""
         self._L = L
         self._model, self._ctx = self._load(L, n_ctx, n_threads, n_seq_max, n_batch, verbose)
         self._vocab = L.llama_model_get_vocab(self._model)
@@ -184,6 +187,7 @@ class LlamaCppBackend:
         if not prompt:
             raise InvalidParameter("messages", messages, "give a non-empty prompt")
         check_fits(len(prompt), params.max_tokens, self.n_ctx_seq, self.n_ctx)
+        params = params.resolved(self.sampler_defaults)
         sink = _AsyncSink(asyncio.get_running_loop(), asyncio.Queue() if stream else None)
         return Job(prompt, params, sink, stream=stream)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ponder.errors import BackendError
-from ponder.types import FinishReason, Generation, Message, SamplingParams, TokenLogprob, Usage
+from ponder.types import SAMPLER_FIELDS, FinishReason, Generation, Message, SamplingParams, TokenLogprob, Usage
 
 PrefixMode = Literal["auto", "continue_final_message", "assistant_prefill", "completions", "none"]
 Render = Callable[[Sequence[Message], str], str]
@@ -72,8 +72,10 @@ class WireRequest:
 
 def sampling_fields(params: SamplingParams, chat: bool) -> dict[str, Any]:
     """SamplingParams as OpenAI request fields (n only when > 1: some servers reject the field)."""
-    body: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature,
-                            "top_p": params.top_p}
+    body: dict[str, Any] = {"max_tokens": params.max_tokens, "temperature": params.temperature}
+    # Sampler fields go only when set: unset means the server's (the model's) default, as vLLM reads it.
+    # top_k, min_p and repetition_penalty are vLLM/llama.cpp/SGLang extras that OpenAI's own API rejects.
+    body.update({f: getattr(params, f) for f in SAMPLER_FIELDS if getattr(params, f) is not None})
     if params.n > 1:
         body["n"] = params.n
     if params.stop:

@@ -27,6 +27,33 @@ from ponder.backends.decoding import TextAssembler, common_prefix_len, token_log
 from ponder.errors import BackendError, ContextOverflow
 from ponder.types import Generation, SamplingParams, TokenLogprob, Usage
 
+PENALTY_LAST_N = 64
+"""Penalties look back over this many generated tokens (llama.cpp's default window)."""
+
+
+def sampler_chain(p: SamplingParams, seed: int, n_vocab: int) -> Any:
+    """llama.cpp's sampler chain for `p` (resolved: no None fields), in llama.cpp's own order: penalties,
+    top-k, top-p, min-p, temperature, then a seeded draw (or greedy at temperature 0). Penalties see only the
+    generated tokens: llama_sampler_sample accepts each sampled token into the chain."""
+    stages = []
+    if p.repetition_penalty != 1.0 or p.frequency_penalty != 0.0 or p.presence_penalty != 0.0:
+        stages.append(L.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, p.repetition_penalty,
+                                                     p.frequency_penalty, p.presence_penalty))
+    if p.temperature == 0:
+        stages.append(L.llama_sampler_init_greedy())
+    else:
+        if p.top_k and p.top_k > 0:
+            stages.append(L.llama_sampler_init_top_k(p.top_k))
+        if p.top_p < 1.0:
+            stages.append(L.llama_sampler_init_top_p(p.top_p, 1))
+        if p.min_p > 0.0:
+            stages.append(L.llama_sampler_init_min_p(p.min_p, 1))
+        stages += [L.llama_sampler_init_temp(p.temperature), L.llama_sampler_init_dist(seed)]
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    for stage in stages:  # the chain owns and frees its stages
+        L.llama_sampler_chain_add(chain, stage)
+    return chain
+
 
 class Sink(Protocol):
     """Where a job's results go (called from the scheduler thread)."""
@@ -250,16 +277,8 @@ class Scheduler:
 
     def _new_sample(self, job: Job, slot: int) -> Sample:
         p = job.params
-        chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
-        if p.temperature == 0:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
-        else:
-            if p.top_p < 1.0:
-                L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(p.top_p, 1))
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(p.temperature))
-            seed = p.sample_seed(job.forked)
-            seed = random.getrandbits(32) if seed is None else seed & 0xFFFFFFFF
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed))
+        seed = p.sample_seed(job.forked)
+        chain = sampler_chain(p, random.getrandbits(32) if seed is None else seed & 0xFFFFFFFF, self.n_vocab)
         head = job.head
         return Sample(job, job.forked, slot, chain, len(head), job.prompt[-1], list(head), TextAssembler(p.stop))
 

@@ -24,7 +24,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULTS: dict[str, Any] = {"strategies": "cot,self_consistency", "budgets": "1,2,4,8,16", "seed": 0,
-                            "max_tokens": 512, "temperature": 0.8}
+                            "max_tokens": 512, "temperature": 0.7}
 TRUNCATION_WARNING = 0.05
 
 
@@ -39,7 +39,17 @@ def sweep(
     out: Path = typer.Option(None, help="New run folder, e.g. runs/NAME."),
     resume: Path = typer.Option(None, help="Finish an interrupted run in this folder (same settings)."),
     max_tokens: int = typer.Option(None, "--max-tokens", help="Tokens per sample (default 512)."),
-    temperature: float = typer.Option(None, help="Pool sampling temperature (default 0.8)."),
+    temperature: float = typer.Option(None, help="Pool sampling temperature (default 0.7)."),
+    top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling (default: the model's, 0.8 for Qwen2.5)."),
+    top_k: int = typer.Option(None, "--top-k", help="Keep the k likeliest tokens; 0 keeps all (default: the "
+                              "model's, 20 for Qwen2.5)."),
+    min_p: float = typer.Option(None, "--min-p", help="Drop tokens below min_p x the likeliest (default: the "
+                                "model's)."),
+    repetition_penalty: float = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats "
+                                             "(default: the model's, 1.05 for Qwen2.5)."),
+    presence_penalty: float = typer.Option(None, "--presence-penalty", help="OpenAI's presence penalty (default 0)."),
+    frequency_penalty: float = typer.Option(None, "--frequency-penalty", help="OpenAI's frequency penalty "
+                                            "(default 0)."),
     concurrency: int = typer.Option(4, help="Work units in flight at once (the local engine batches them)."),
     n_threads: int = typer.Option(None, "--n-threads", help="CPU threads for a local model."),
     task_opt: list[str] = typer.Option(None, "--task-opt", help="KEY=VALUE for the task, repeatable, e.g. "
@@ -56,6 +66,10 @@ def sweep(
         given = {"task": task, "model": model, "strategies": strategies, "budgets": budgets, "limit": limit,
                  "seed": seed, "max_tokens": max_tokens, "temperature": temperature,
                  "task_options": _task_options(task_opt) if task_opt else None}
+        sampler = {"top_p": top_p, "top_k": top_k, "min_p": min_p, "repetition_penalty": repetition_penalty,
+                   "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
+        if any(v is not None for v in sampler.values()):
+            given["sampler"] = {k: v for k, v in sampler.items() if v is not None}
         ray_options = _ray_options(ray, ray_address, actors)
         asyncio.run(_run({k: v for k, v in given.items() if v is not None}, out, resume, concurrency, n_threads,
                          ray_options))

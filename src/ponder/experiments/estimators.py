@@ -4,7 +4,8 @@ Every budget k <= N is derived from the same pool without generating again (as s
 does). pass@k has a closed form (Chen et al. 2021). Votes have ties, so their expectation over all k-subsets
 is computed by enumerating the subsets when there are few (C(N, k) <= `max_exact`), else estimated from a
 fixed-seed random sample of k-subsets. A subset keeps the pool order, so "ties go to the earliest sample"
-means the same thing here as in the live strategy.
+means the same thing here as in the live strategy; a tied majority goes to the larger sum of mean token
+log-probabilities where the pool has them, exactly as `self_consistency` breaks it.
 
 The vote itself is not defined here: `majority_vote` and `weighted_vote` call the strategies' own functions
 (`ponder.strategies.self_consistency.majority_vote`, `ponder.strategies.best_of_n.select`), so a curve and a
@@ -36,6 +37,8 @@ class PoolView:
     """Whether each sample's answer is right."""
     scores: tuple[float, ...] | None = None
     """The verifier's score of each sample, when every sample has one."""
+    mean_logprobs: tuple[float | None, ...] | None = None
+    """Each sample's mean token log-probability: a tied majority goes to the larger sum, as in the strategy."""
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -78,11 +81,11 @@ def is_exact(n: int, k: int, max_exact: int = MAX_EXACT_SUBSETS) -> bool:
 
 
 # -- votes: thin adaptors over the strategies' own functions -----------------------------------------------
-def majority_vote(answers: Sequence[str | None]) -> str | None:
-    """The self-consistency vote (ties go to the earliest sample; None answers do not vote)."""
+def majority_vote(answers: Sequence[str | None], mean_logprobs: Sequence[float | None] | None = None) -> str | None:
+    """The self-consistency vote (None answers do not vote; ties by summed mean log-probability, else the earliest)."""
     from ponder.strategies.self_consistency import majority_vote as vote
 
-    return _answer_of(vote(list(answers), mean_logprobs=None))
+    return _answer_of(vote(list(answers), mean_logprobs=None if mean_logprobs is None else list(mean_logprobs)))
 
 
 def weighted_vote(answers: Sequence[str | None], scores: Sequence[float]) -> str | None:
@@ -112,7 +115,8 @@ Vote = Callable[[PoolView, tuple[int, ...]], str | None]
 
 
 def vote_majority(pool: PoolView, idx: tuple[int, ...]) -> str | None:
-    return majority_vote([pool.answers[i] for i in idx])
+    lps = None if pool.mean_logprobs is None else [pool.mean_logprobs[i] for i in idx]
+    return majority_vote([pool.answers[i] for i in idx], lps)
 
 
 def vote_weighted(pool: PoolView, idx: tuple[int, ...]) -> str | None:
@@ -137,9 +141,10 @@ def expected_vote_accuracy(pool: PoolView, k: int, vote: Vote, seed: int = 0, ke
     rows = [tuple(r) for r in k_subsets(len(pool), k, seed=subset_seed(seed, key, k)).tolist()]
     if vote is not vote_majority:
         return sum(subset_correct(pool, idx, vote(pool, idx)) for idx in rows) / len(rows)
-    # A majority vote depends only on the answers (and their grades), which repeat: vote once per pattern.
+    # A majority vote depends only on the answers, grades and tie-break log-probabilities: vote once per pattern.
     memo: dict[tuple[object, ...], bool] = {}
-    graded = list(zip(pool.answers, pool.correct, strict=True))
+    lps = pool.mean_logprobs or (None,) * len(pool)
+    graded = list(zip(pool.answers, pool.correct, lps, strict=True))
     total = 0
     for idx in rows:
         sig = tuple(graded[i] for i in idx)

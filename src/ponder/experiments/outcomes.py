@@ -125,8 +125,10 @@ def pools_by_problem(samples: Iterable[SampleRow], pool: str) -> dict[str, list[
 def view_of(rows: Sequence[SampleRow]) -> est.PoolView:
     scores = tuple(r.score for r in rows)
     has_scores = bool(rows) and all(s is not None for s in scores)
+    lps = tuple(r.mean_logprob for r in rows)
     return est.PoolView(tuple(r.answer for r in rows), tuple(r.correct for r in rows),
-                        tuple(float(s) for s in scores) if has_scores else None)  # type: ignore[arg-type]
+                        tuple(float(s) for s in scores) if has_scores else None,  # type: ignore[arg-type]
+                        lps if any(lp is not None for lp in lps) else None)
 
 
 def default_budgets(n: int) -> list[int]:
@@ -181,7 +183,8 @@ def _adaptive_estimate(stopping_point: StoppingPoint) -> Estimate:
         answers = data.view.answers[:k]  # simulated in stored order: the samples it would have drawn
         m = max(1, min(k, stopping_point(k, answers)))
         idx = tuple(range(m))
-        chosen = est.majority_vote(answers[:m])
+        lps = None if data.view.mean_logprobs is None else data.view.mean_logprobs[:m]
+        chosen = est.majority_vote(answers[:m], lps)
         return float(est.subset_correct(data.view, idx, chosen)), data.policy_cost[:m].sum(axis=0), True
     return estimate
 

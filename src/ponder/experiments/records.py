@@ -41,6 +41,8 @@ class SampleRow:
     usage_by_role: dict[str, Usage] = field(default_factory=dict)
     """Policy usage for this sample (its share of the prompt included once per sample) and verifier usage."""
     seconds: float = 0.0
+    mean_logprob: float | None = None
+    """Mean token log-probability of the sample; a tied vote goes to the answer with the larger sum of these."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from ponder.errors import StoreError
 from ponder.experiments.records import ProblemRow, ResultRow, SampleRow
 from ponder.types import Problem, Usage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: samples carry their mean token log-probability (votes break ties by it, as the deployed strategies do)."""
 STORE_FILE = "store.sqlite"
 
 _SCHEMA = """
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS problems (
 CREATE TABLE IF NOT EXISTS samples (
     problem_id TEXT NOT NULL, pool TEXT NOT NULL, idx INTEGER NOT NULL, seed INTEGER NOT NULL, text TEXT NOT NULL,
     answer TEXT, correct INTEGER NOT NULL, score REAL, finish_reason TEXT NOT NULL, usage TEXT NOT NULL,
-    completion_tokens INTEGER NOT NULL, seconds REAL NOT NULL,
+    completion_tokens INTEGER NOT NULL, seconds REAL NOT NULL, mean_logprob REAL,
     UNIQUE (problem_id, pool, idx));
 CREATE TABLE IF NOT EXISTS results (
     problem_id TEXT NOT NULL, strategy TEXT NOT NULL, budget INTEGER NOT NULL, answer TEXT, correct INTEGER NOT NULL,
@@ -117,6 +118,10 @@ class Store:
             conn.close()
             detail = check if check != "ok" else f"missing tables {sorted(_TABLES - tables)}"
             raise StoreError(f"{file} is corrupt or not a ponder store ({detail}); start a new run with another --out")
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
+        if "mean_logprob" not in columns:  # a version-1 store: its samples have no log-probabilities (NULL)
+            with conn:
+                conn.execute("ALTER TABLE samples ADD COLUMN mean_logprob REAL")
         store = cls(file, conn)
         store.config  # noqa: B018 - validate the config row now, not at first use
         return store
@@ -163,10 +168,11 @@ class Store:
         """All of one unit's pool samples in one transaction: all are stored, or none."""
         with self._conn:
             self._conn.executemany(
-                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(r.problem_id, r.pool, r.index, r.seed, r.text, r.answer, int(r.correct), r.score,
                   r.finish_reason, _usage_json(r.usage_by_role),
-                  sum(u.completion_tokens for u in r.usage_by_role.values()), r.seconds) for r in rows])
+                  sum(u.completion_tokens for u in r.usage_by_role.values()), r.seconds, r.mean_logprob)
+                 for r in rows])
 
     def add_sample(self, row: SampleRow) -> None:
         self.add_samples([row])
@@ -190,10 +196,10 @@ class Store:
 
     def samples(self) -> list[SampleRow]:
         rows = self._conn.execute(
-            "SELECT s.problem_id, pool, idx, seed, text, answer, correct, score, finish_reason, usage, seconds "
-            "FROM samples s JOIN problems p USING (problem_id) ORDER BY p.position, pool, idx")
-        return [SampleRow(pid, pool, idx, seed, text, answer, bool(ok), score, fin, _usage_of(usage), secs)
-                for pid, pool, idx, seed, text, answer, ok, score, fin, usage, secs in rows]
+            "SELECT s.problem_id, pool, idx, seed, text, answer, correct, score, finish_reason, usage, seconds, "
+            "mean_logprob FROM samples s JOIN problems p USING (problem_id) ORDER BY p.position, pool, idx")
+        return [SampleRow(pid, pool, idx, seed, text, answer, bool(ok), score, fin, _usage_of(usage), secs, lp)
+                for pid, pool, idx, seed, text, answer, ok, score, fin, usage, secs, lp in rows]
 
     def results(self) -> list[ResultRow]:
         rows = self._conn.execute(

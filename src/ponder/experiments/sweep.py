@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ponder.backends.overrides import Overrides
 from ponder.errors import InvalidParameter, StoreError
 from ponder.experiments.executor import Executor, InProcessExecutor
 from ponder.experiments.store import Store, config_differences
 from ponder.experiments.units import PoolUnit, SearchUnit, Unit, UnitResult, build_strategy, run_unit
 from ponder.registry import STRATEGIES
 from ponder.tasks import load_task
-from ponder.types import Problem, SamplingParams
+from ponder.types import SAMPLER_FIELDS, Problem, SamplingParams
 
 POOL_OF: Mapping[str, str] = {
     "self_consistency": "cot", "best_of_n": "cot", "adaptive_consistency": "cot", "program_aided": "program_aided",
@@ -71,9 +72,12 @@ class SweepConfig:
     seed: int = 0
     max_tokens: int = 512
     """Tokens per sample. GSM8K needs about 512 with Qwen: at 256, 64% of answers were cut off."""
-    temperature: float = 0.8
-    """Pool sampling temperature (greedy CoT always uses 0)."""
+    temperature: float = 0.7
+    """Pool sampling temperature (greedy CoT always uses 0); Qwen2.5's recommended value."""
     task_options: Mapping[str, Any] = field(default_factory=dict)
+    sampler: Mapping[str, Any] = field(default_factory=dict)
+    """Sampler fields for every call (top_p, top_k, min_p, repetition/presence/frequency penalties); the rest are
+    the model's recommended defaults. {"top_k": 0, "top_p": 1, "repetition_penalty": 1} is pure temperature."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategies", tuple(dict.fromkeys(self.strategies)))
@@ -86,6 +90,11 @@ class SweepConfig:
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise InvalidParameter("limit", self.limit, "use a whole number >= 1, or leave it out for all")
         SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature)  # validates, naming the field
+        unknown = set(self.sampler) - set(SAMPLER_FIELDS)
+        if unknown:
+            raise InvalidParameter("sampler", sorted(unknown), f"use sampler fields: {', '.join(SAMPLER_FIELDS)}")
+        Overrides.of(self.sampler)  # validates the values, naming the field
+        object.__setattr__(self, "sampler", dict(sorted(self.sampler.items())))
 
     @property
     def pools(self) -> tuple[str, ...]:
@@ -104,13 +113,13 @@ class SweepConfig:
         return {"task": self.task, "model": self.model, "strategies": list(self.strategies),
                 "budgets": list(self.budgets), "limit": self.limit, "seed": self.seed,
                 "max_tokens": self.max_tokens, "temperature": self.temperature,
-                "task_options": dict(self.task_options)}
+                "task_options": dict(self.task_options), "sampler": dict(self.sampler)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SweepConfig:
         return cls(d["task"], d["model"], tuple(d["strategies"]), tuple(d["budgets"]), d.get("limit"),
                    d.get("seed", 0), d.get("max_tokens", 512), d.get("temperature", 0.8),
-                   dict(d.get("task_options") or {}))
+                   dict(d.get("task_options") or {}), dict(d.get("sampler") or {}))
 
 
 def stable_seed(*parts: object) -> int:
@@ -127,6 +136,7 @@ def _system_override(kind: str) -> dict[str, Any]:
 def plan(config: SweepConfig, problems: Sequence[Problem]) -> list[Unit]:
     """Every unit of the sweep, problem by problem (so accuracy shows up early)."""
     units: list[Unit] = []
+    sampler = _items(config.sampler)
     for p in problems:
         base = {"max_tokens": config.max_tokens, **_system_override(p.kind)}
         if "program_aided" in config.strategies and p.kind != "math":
@@ -134,14 +144,15 @@ def plan(config: SweepConfig, problems: Sequence[Problem]) -> list[Unit]:
                                    "program_aided computes a value: use it on math tasks only")
         if GREEDY in config.strategies:
             units.append(SearchUnit(p, GREEDY, 1, _items({**base, "temperature": 0.0,
-                                                           "seed": stable_seed(config.seed, p.id, GREEDY)})))
+                                                           "seed": stable_seed(config.seed, p.id, GREEDY)}), sampler))
         for pool in config.pools:
             units.append(PoolUnit(p, pool, config.pool_size, stable_seed(config.seed, p.id, pool),
                                   _items({**base, "temperature": config.temperature}),
-                                  self_eval=pool == "cot" and "best_of_n" in config.strategies))
+                                  self_eval=pool == "cot" and "best_of_n" in config.strategies, sampler=sampler))
         for name in config.searched:
             for k in config.budgets:
-                units.append(SearchUnit(p, name, k, _items({**base, "seed": stable_seed(config.seed, p.id, name, k)})))
+                units.append(SearchUnit(p, name, k, _items({**base, "seed": stable_seed(config.seed, p.id, name, k)}),
+                                        sampler))
     return units
 
 
@@ -189,10 +200,17 @@ def settings(config: SweepConfig, backend: object, kind: str) -> dict[str, Any]:
     from ponder import __version__
 
     return {**config.to_dict(), **model_identity(backend), "pools": list(config.pools),
-            "pool_size": config.pool_size, "sampling": {"max_tokens": config.max_tokens,
-                                                        "temperature": config.temperature, "top_p": 1.0},
+            "pool_size": config.pool_size, "sampling": sampling_chain(config, backend),
             "strategy_settings": strategy_settings(config, kind), "ponder_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def sampling_chain(config: SweepConfig, backend: object) -> dict[str, Any]:
+    """The whole sampler the pools are drawn with: the sweep's fields over the backend's model defaults (an HTTP
+    server applies its own defaults to the fields not sent: those are recorded as None)."""
+    params = SamplingParams(max_tokens=config.max_tokens, temperature=config.temperature, **config.sampler)
+    defaults = getattr(backend, "sampler_defaults", None)
+    return {"max_tokens": config.max_tokens, **(params.resolved(defaults) if defaults else params).sampler()}
 
 
 def check_resume(stored: Mapping[str, Any], given: Mapping[str, Any], path: Path | str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ponder.backends.overrides import Overrides, WithOverrides
 from ponder.experiments.records import ResultRow, SampleRow
 from ponder.ledger import Ledger
 from ponder.registry import STRATEGIES
@@ -44,6 +45,8 @@ class PoolUnit:
     """Fields of the sampler strategy (temperature, max_tokens, system prompt)."""
     self_eval: bool = False
     """Also score each sample with the self-evaluation verifier (for best-of-N curves)."""
+    sampler: tuple[tuple[str, Any], ...] = ()
+    """Sampler fields set by the sweep (top_p, top_k, min_p, penalties); unset ones are the model's defaults."""
 
     @property
     def key(self) -> Key:
@@ -59,6 +62,8 @@ class SearchUnit:
     budget: int
     settings: tuple[tuple[str, Any], ...]
     """Strategy fields set by the sweep (seed, max_tokens, system prompt), applied where the strategy has them."""
+    sampler: tuple[tuple[str, Any], ...] = ()
+    """Sampler fields set by the sweep, applied to every call the strategy makes."""
 
     @property
     def key(self) -> Key:
@@ -96,7 +101,9 @@ async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
     sampler = dataclasses.replace(sampler, seed=unit.seed)
     ledger = Ledger(model=getattr(backend, "model", ""))
     start = time.monotonic()
-    gens = await ledger.meter(backend, "policy").generate(sampler.messages(unit.problem), sampler.params(unit.n))
+    # Log-probabilities break vote ties in the curves as in the deployed strategies; the pool's sampler rides on top.
+    params = Overrides.of(dict(unit.sampler)).apply(sampler.params(unit.n, logprobs=True))
+    gens = await ledger.meter(backend, "policy").generate(sampler.messages(unit.problem), params)
     call_seconds = time.monotonic() - start
     graded = await asyncio.gather(*(_answer_and_grade(unit, g.text, g.finish_reason) for g in gens))
     evals = await asyncio.gather(*(_self_eval(unit.problem, g.text, backend) for g in gens)) if unit.self_eval else ()
@@ -107,7 +114,7 @@ async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
         if evals:
             score, usage["verifier"] = evals[i]
         rows.append(SampleRow(unit.problem.id, unit.pool, i, unit.seed + i, gen.text, answer, correct, score,
-                              gen.finish_reason, usage, sum(u.seconds for u in usage.values())))
+                              gen.finish_reason, usage, sum(u.seconds for u in usage.values()), gen.mean_logprob))
     return tuple(rows)
 
 
@@ -134,6 +141,8 @@ async def _self_eval(problem: Problem, text: str, backend: object) -> tuple[floa
 
 async def _run_search(unit: SearchUnit, backend: object) -> ResultRow:
     strategy = build_strategy(unit.strategy, dict(unit.settings), unit.budget)
+    if unit.sampler:
+        backend = WithOverrides(backend, Overrides.of(dict(unit.sampler)))
     ledger = Ledger(model=getattr(backend, "model", ""))
     start = time.monotonic()
     result = await strategy.solve(unit.problem, backend, ledger)

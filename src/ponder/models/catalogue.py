@@ -7,10 +7,11 @@ joining and verifying live in `ponder.models.fetch`. It never imports or install
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ponder.errors import UnknownName
+from ponder.types import SamplerDefaults
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class ModelSpec:
     """The upstream licence (SPDX id)."""
     default: bool = False
     """Whether this is the model ponder uses when none is named."""
+    sampler: SamplerDefaults = field(default_factory=SamplerDefaults)
+    """The upstream's recommended sampler (its generation_config.json), used where a request sets none."""
+    temperature: float = 0.7
+    """The upstream's recommended sampling temperature (strategies and sweeps set theirs explicitly)."""
 
 
 def _split(prefix: str, count: int, version: str) -> tuple[Part, ...]:
@@ -60,6 +65,10 @@ def _split(prefix: str, count: int, version: str) -> tuple[Part, ...]:
 
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
+QWEN25_SAMPLER = SamplerDefaults(top_p=0.8, top_k=20, repetition_penalty=1.05)
+"""Qwen2.5(-Coder)-Instruct's generation_config.json: temperature 0.7, top_p 0.8, top_k 20, repetition 1.05."""
+
+
 
 _SPECS = (
     ModelSpec(
@@ -71,6 +80,7 @@ _SPECS = (
         upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct (Alibaba Qwen)",
         licence="Apache-2.0",
         default=True,
+        sampler=QWEN25_SAMPLER,
     ),
     ModelSpec(
         name="qwen2.5-coder-0.5b",
@@ -80,6 +90,7 @@ _SPECS = (
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct (Alibaba Qwen)",
         licence="Apache-2.0",
+        sampler=QWEN25_SAMPLER,
     ),
     ModelSpec(
         name="smollm2-135m",

@@ -145,6 +145,30 @@ def ponder_block(plan: Plan, outcomes: Sequence[Outcome], backend: Any, seconds:
     }
 
 
+def _token_entry(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+
+def chat_logprobs(o: Outcome) -> dict[str, Any]:
+    """The chosen answer's token log-probabilities in the chat API's shape ({"content": [...]})."""
+    chosen = o.chosen
+    tokens = (chosen.logprobs or ()) if chosen is not None else ()
+    return {"content": [{**_token_entry(t.token, t.logprob),
+                         "top_logprobs": [_token_entry(k, v) for k, v in t.top.items()]} for t in tokens]}
+
+
+def completion_logprobs(o: Outcome) -> dict[str, Any]:
+    """The same in the completions API's shape (parallel lists)."""
+    chosen = o.chosen
+    tokens = (chosen.logprobs or ()) if chosen is not None else ()
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t.token)
+    return {"tokens": [t.token for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [dict(t.top) for t in tokens], "text_offset": offsets}
+
+
 def chat_body(plan: Plan, outcomes: Sequence[Outcome], backend: Any, seconds: float) -> dict[str, Any]:
     choices = []
     for o in outcomes:
@@ -152,7 +176,8 @@ def chat_body(plan: Plan, outcomes: Sequence[Outcome], backend: Any, seconds: fl
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if reasoning is not None:
             message["reasoning_content"] = reasoning
-        choices.append({"index": o.index, "message": message, "finish_reason": o.finish_reason, "logprobs": None})
+        choices.append({"index": o.index, "message": message, "finish_reason": o.finish_reason,
+                        "logprobs": chat_logprobs(o) if plan.overrides.logprobs else None})
     return {
         "id": new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": plan.model,
         "choices": choices, "usage": usage_body(outcomes),
@@ -161,8 +186,8 @@ def chat_body(plan: Plan, outcomes: Sequence[Outcome], backend: Any, seconds: fl
 
 
 def completion_body(plan: Plan, outcomes: Sequence[Outcome], backend: Any, seconds: float) -> dict[str, Any]:
-    choices = [{"index": o.index, "text": o.parts()[1], "finish_reason": o.finish_reason, "logprobs": None}
-               for o in outcomes]
+    choices = [{"index": o.index, "text": o.parts()[1], "finish_reason": o.finish_reason,
+                "logprobs": completion_logprobs(o) if plan.overrides.logprobs else None} for o in outcomes]
     return {
         "id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": plan.model,
         "choices": choices, "usage": usage_body(outcomes),

@@ -9,8 +9,9 @@ The first of these that a request gives decides the strategy:
        OpenAI's default temperature 1.0)
 
 `ponder.params` and `ponder.budget` apply to whichever strategy is chosen. The request's temperature, max_tokens
-and seed set the strategy fields of those names where it has them; `stop` and `top_p` apply to every call (see
-tap.py). Strategies are built by ponder.strategies.build, the same code as `ponder ask`.
+and seed set the strategy fields of those names where it has them; `stop` and the sampler fields (top_p,
+top_k, min_p, repetition/presence/frequency penalties) apply to every call (see tap.py). Strategies are built
+by ponder.strategies.build, the same code as `ponder ask`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ponder.backends.overrides import Overrides
 from ponder.errors import InvalidParameter, UnknownName
 from ponder.ledger import Budget
 from ponder.registry import STRATEGIES
@@ -51,14 +53,6 @@ class ChatProblem(Problem):
         rest = tuple(m for m in self.conversation if m.role != "system")
         texts = ([system] if system else []) + [m.content for m in own]
         return ((Message("system", "\n\n".join(texts)),) if texts else ()) + rest
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """Request settings applied to every backend call of the solve."""
-
-    stop: tuple[str, ...] = ()
-    top_p: float | None = None
 
 
 @dataclass(frozen=True)
@@ -152,18 +146,39 @@ def plan(req: ChatCompletionRequest | CompletionRequest, problems: Sequence[Prob
     """The Plan for a request (raises InvalidParameter / UnknownName / ApiError for a bad one)."""
     from_model, _, model = split_model(req.model)
     _check_model(model, served, config)
+    if (bad := req.unhonoured()) is not None:
+        raise InvalidParameter(bad[0], bad[1], "ponder serve does not support this field: leave it out (or set it "
+                               "to its default) and see the README for what ponder honours")
     if req.n * len(problems) > config.max_n:
         raise InvalidParameter("n", req.n, f"ask for at most {config.max_n} choices per request "
                                f"(n x prompts = {req.n * len(problems)})")
     name, k, params = _choose(req, config)
     plain = not (req.ponder and req.ponder.strategy) and from_model is None and req.reasoning_effort is None
     strategy = _strategy(name, k, params, req, plain, config)
-    overrides = Overrides(stop=stop_of(req.stop), top_p=req.top_p)
+    overrides = Overrides.of({**req.sampler(), "stop": stop_of(req.stop), **_logprobs(req, strategy)})
     if any(not s for s in overrides.stop):
         raise InvalidParameter("stop", req.stop, "remove the empty stop string")
     label = getattr(strategy, "name", name)
     return Plan(strategy, label, tuple(problems), req.n, _budget(req), overrides, served,
                 req.reasoning_effort, params)
+
+
+def _logprobs(req: ChatCompletionRequest | CompletionRequest, strategy: Any) -> dict[str, Any]:
+    """Overrides for a request that asks for log-probabilities; refused where they cannot be honoured."""
+    try:
+        top = req.logprobs_asked()
+    except ValueError as exc:
+        raise InvalidParameter("top_logprobs", getattr(req, "top_logprobs", None), str(exc)) from None
+    if top is None:
+        return {}
+    if req.stream:
+        raise InvalidParameter("logprobs", getattr(req, "logprobs", None), "log-probabilities are returned only "
+                               "without streaming: drop stream, or drop logprobs")
+    if not getattr(strategy, "answer_logprobs", False):
+        raise InvalidParameter("logprobs", getattr(req, "logprobs", None),
+                               f"strategy {getattr(strategy, 'name', '?')!r} builds its answer from several calls, so "
+                               "it has no token log-probabilities to return: drop logprobs or use a sampling strategy")
+    return {"logprobs": True, "top_logprobs": top}
 
 
 def chat_problems(req: ChatCompletionRequest) -> tuple[Problem, ...]:

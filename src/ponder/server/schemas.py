@@ -1,17 +1,20 @@
 """The API edge: pydantic models of OpenAI's request bodies, plus ponder's `ponder` extension field.
 
 Only requests are modelled here (they drive validation and the OpenAPI schema); responses are built as plain dicts
-in responses.py. Unknown fields are accepted and ignored, as OpenAI-compatible servers do, so that clients that send
-newer fields (tools, response_format, logprobs, ...) are not refused for it; those fields have no effect. Tool and
-function messages are not supported (a 422). Everything is converted to ponder.types dataclasses at once in
-routing.py.
+in responses.py. The sampler fields are OpenAI's plus vLLM's extras (top_k, min_p, repetition_penalty), and each
+takes effect. Unknown fields that change nothing (user, metadata, ...) are accepted and ignored; a field that would
+change the output but that ponder cannot honour (tools, response_format, logprobs, logit_bias, guided decoding,
+...) is refused by `unhonoured()` with a 400 that names it, never silently dropped. Tool and function messages are
+not supported. Everything is converted to ponder.types dataclasses at once in routing.py.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from ponder.types import SAMPLER_FIELDS
 
 
 class _Body(BaseModel):
@@ -54,7 +57,23 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
+UNHONOURED: dict[str, Any] = {
+    # field -> the value(s) that mean "off" and so may be accepted; any other value changes the output
+    "response_format": (None, {"type": "text"}),
+    "tools": (None, []), "tool_choice": (None, "none"), "functions": (None, []), "function_call": (None, "none"),
+    "logit_bias": (None, {}), "prediction": (None,), "audio": (None,), "modalities": (None, ["text"]),
+    "guided_json": (None,), "guided_regex": (None,), "guided_choice": (None,), "guided_grammar": (None,),
+    "structured_outputs": (None,), "grammar": (None,), "json_schema": (None,), "best_of": (None, 1),
+    "echo": (None, False), "suffix": (None, ""), "use_beam_search": (None, False), "min_tokens": (None, 0),
+    "ignore_eos": (None, False), "stop_token_ids": (None, []), "bad_words": (None, []), "allowed_token_ids": (None,),
+    "length_penalty": (None, 1, 1.0), "typical_p": (None, 1, 1.0), "mirostat": (None, 0), "web_search_options": (None,),
+}
+"""Fields that other servers honour and ponder does not, with the values that leave the output unchanged."""
+
+
 class _Sampling(_Body):
+    model_config = ConfigDict(extra="allow")  # kept, so that `unhonoured` can refuse what would change the output
+
     model: str = Field(min_length=1, max_length=512)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -63,6 +82,13 @@ class _Sampling(_Body):
     n: int = Field(default=1, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
+    top_k: StrictInt | None = Field(default=None, ge=-1, description="vLLM: keep the k likeliest tokens; 0 or -1 off.")
+    min_p: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False,
+                                description="vLLM: drop tokens below min_p x the likeliest token's probability.")
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10, allow_inf_nan=False,
+                                             description="vLLM: > 1 discourages repeating generated tokens.")
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, allow_inf_nan=False)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -71,15 +97,41 @@ class _Sampling(_Body):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def sampler(self) -> dict[str, Any]:
+        """The sampler fields the request set (the rest stay the model's defaults)."""
+        return {f: getattr(self, f) for f in SAMPLER_FIELDS if getattr(self, f) is not None}
+
+    def unhonoured(self) -> tuple[str, Any] | None:
+        """The first field that would change the output but that ponder does not honour, with its value."""
+        for name, value in (self.model_extra or {}).items():
+            if name in UNHONOURED and value not in UNHONOURED[name]:
+                return name, value
+        return None
+
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool | None = Field(default=None, description="Return the chosen answer's token log-probabilities.")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def logprobs_asked(self) -> int | None:
+        """None when not asked; else how many alternatives per token."""
+        if not self.logprobs:
+            if self.top_logprobs:
+                raise ValueError("top_logprobs needs logprobs: true")
+            return None
+        return self.top_logprobs or 0
     reasoning_effort: str | None = Field(
         default=None, max_length=64, description="low, medium or high (as configured): how hard to think.")
 
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] = Field(description="One prompt, or a list of prompts (n choices each).")
+    logprobs: int | None = Field(default=None, ge=0, le=5, description="Return token log-probabilities and this "
+                                 "many alternatives per token (the completions API's meaning).")
+
+    def logprobs_asked(self) -> int | None:
+        return self.logprobs
     reasoning_effort: str | None = Field(default=None, max_length=64)
 
 

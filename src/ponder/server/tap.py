@@ -1,8 +1,9 @@
 """A backend wrapper that lets one choice's text out as it is decoded, without the strategy knowing.
 
 The server hands `Tap(backend, ...)` to `strategy.solve`, so every call the strategy makes (through its metered
-backend) passes here. The tap applies the request's `stop` and `top_p` to each call and, when the request
-streams, forwards the text of single-generation calls to a sink as `(choice, channel, text)`:
+backend) passes here. The tap applies the request's `stop` and sampler fields (top_p, top_k, min_p, penalties)
+to each call and, when the request streams, forwards the text of single-generation calls to a sink as
+`(choice, channel, text)`:
 
 - a call whose assistant prefix has an unclosed `<think>` is thinking: its text goes out as "reasoning";
 - any other call goes out as "content", but only for strategies whose last call is the answer (routing.LIVE_CONTENT);
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ponder.server.routing import Overrides
+from ponder.backends.overrides import Overrides
 from ponder.types import Generation, Message, SamplingParams
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -112,11 +113,7 @@ class Tap:
         return getattr(self.inner, name)
 
     def _params(self, params: SamplingParams) -> SamplingParams:
-        o = self.overrides
-        if not o.stop and o.top_p is None:
-            return params
-        stop = params.stop + tuple(s for s in o.stop if s not in params.stop)
-        return params.with_(stop=stop, top_p=params.top_p if o.top_p is None else o.top_p)
+        return self.overrides.apply(params)
 
     def _emit(self, channel: str, text: str) -> None:
         if channel == "content" and not self.sent["content"] and self.sent["reasoning"]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ponder.answers import answer_of
 from ponder.errors import InvalidParameter
@@ -24,6 +24,10 @@ SYSTEM_PROMPT = (
 @dataclass(frozen=True, kw_only=True)
 class Sampled:
     """Fields every sampling strategy has: how one generation is sampled."""
+
+    answer_logprobs: ClassVar[bool] = True
+    """The chosen response is one generation, so its token log-probabilities can be returned (the server's
+    `logprobs`); a strategy that stitches its answer from several calls says False."""
 
     temperature: float = 0.8
     """Softmax temperature; 0 means greedy. Voting needs diversity (Wang et al. 2022 sample at T=0.5-0.7)."""
@@ -67,6 +71,7 @@ def candidate(gen: Generation, answer: str | None = None, score: float | None = 
         finish_reason=gen.finish_reason,
         completion_tokens=gen.completion_tokens,
         mean_logprob=gen.mean_logprob,
+        logprobs=gen.logprobs,
     )
 
 
