@@ -10,13 +10,18 @@ from ponder.experiments.estimators import (
     PoolView,
     bootstrap_ci,
     coverage,
-    expected_vote_accuracy,
+    expected_accuracy,
     k_subsets,
     pass_at_k,
-    vote_majority,
-    vote_max,
-    vote_weighted,
+    samples_of,
 )
+from ponder.strategies.pooling import majority, scored
+
+vote_majority, vote_weighted, vote_max = majority, scored("weighted"), scored("max")
+
+
+def expected_vote_accuracy(pool, k, select, seed=0, key=""):
+    return expected_accuracy([pool], k, select, seed=seed, key=key)[0]
 
 
 @pytest.mark.parametrize(("n", "c", "k"), [(5, 0, 1), (5, 1, 1), (5, 2, 3), (10, 3, 4), (8, 8, 2), (8, 1, 8)])
@@ -70,7 +75,7 @@ def test_sampled_subsets_are_deterministic_and_close_to_exact():
     exact_rows = k_subsets(16, 8, max_exact=10**6)
     assert len(exact_rows) == math.comb(16, 8)
     exact = np.mean([
-        vote_majority(pool, tuple(int(i) for i in r)) == "1" for r in exact_rows
+        majority(samples_of(pool, [int(i) for i in r])) == "1" for r in exact_rows
     ])
     assert first == pytest.approx(exact, abs=0.04)
 
@@ -96,3 +101,23 @@ def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
     more = np.tile(values, 20)  # same mean, 20x the problems: a much narrower interval
     lo20, hi20 = bootstrap_ci(more, seed=0)
     assert hi20 - lo20 < (hi - lo) / 2
+
+
+def test_a_tied_majority_goes_to_the_larger_summed_logprob_as_the_strategy_breaks_it():
+    # "a" and "b" tie 1-1 in every 2-subset of {a, b}; b's sample is more confident, so b wins the tie.
+    pool = PoolView(("a", "b"), (False, True), mean_logprobs=(-0.9, -0.1))
+    assert expected_vote_accuracy(pool, 2, vote_majority) == 1.0
+    assert expected_vote_accuracy(PoolView(("a", "b"), (False, True)), 2, vote_majority) == 0.0  # earliest
+
+
+def test_two_pools_are_subsampled_independently_and_voted_together():
+    # cot says a (wrong) twice and b (right) once; programs say b once and c once. k=1: one of each pool.
+    cot = PoolView(("a", "a", "b"), (False, False, True), mean_logprobs=(-0.5, -0.5, -0.5))
+    prog = PoolView(("b", "c"), (True, False), mean_logprobs=(-0.1, -0.1))
+    # pairs: (a,b) tie -> b by logprob: right (twice); (a,c) -> c: wrong (twice); (b,b): right; (b,c) -> c
+    # (-0.1 > -0.5): wrong. 3 of 6.
+    acc, exact = expected_accuracy([cot, prog], 1, vote_majority)
+    assert exact and acc == pytest.approx(3 / 6)
+    acc2, _ = expected_accuracy([cot, prog], 2, vote_majority)
+    # k=2: cot subsets {aa, ab, ab} x prog {bc}: aa+bc -> a (2 votes): wrong; ab+bc -> b (2 votes): right.
+    assert acc2 == pytest.approx(2 / 3)

@@ -254,7 +254,7 @@ def test_config_validates_strategies_and_limit():
 
 def test_program_aided_is_refused_on_code_tasks():
     problems = load_task("humaneval").problems(1)
-    with pytest.raises(InvalidParameter, match="math tasks"):
+    with pytest.raises(InvalidParameter, match="takes only math problems"):
         plan(SweepConfig("humaneval", "scripted", ("program_aided",), (1,)), problems)
 
 

@@ -68,6 +68,7 @@ STRATEGIES = Registry("strategy", {
     "revision": "ponder.strategies.revision:Revision",
     "tournament": "ponder.strategies.tournament:Tournament",
     "program_aided": "ponder.strategies.program_aided:ProgramAided",
+    "hybrid_consistency": "ponder.strategies.hybrid_consistency:HybridConsistency",
 })
 
 VERIFIERS = Registry("verifier", {

@@ -7,19 +7,22 @@ fixed-seed random sample of k-subsets. A subset keeps the pool order, so "ties g
 means the same thing here as in the live strategy; a tied majority goes to the larger sum of mean token
 log-probabilities where the pool has them, exactly as `self_consistency` breaks it.
 
-The vote itself is not defined here: `majority_vote` and `weighted_vote` call the strategies' own functions
-(`ponder.strategies.self_consistency.majority_vote`, `ponder.strategies.best_of_n.select`), so a curve and a
-deployed strategy never disagree. This module owns the subset arithmetic and the bootstrap over problems.
+The selection itself is not defined here: each strategy declares its own (ponder.strategies.pooling), and the
+deployed strategy calls the same function, so a curve and a deployed strategy never disagree. This module owns the
+subset arithmetic and the bootstraps over problems.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from ponder.strategies.pooling import PoolSample, Select
 
 MAX_EXACT_SUBSETS = 5000
 """Enumerate every k-subset up to this many; beyond it, sample subsets."""
@@ -80,53 +83,11 @@ def is_exact(n: int, k: int, max_exact: int = MAX_EXACT_SUBSETS) -> bool:
     return math.comb(n, k) <= max_exact
 
 
-# -- votes: thin adaptors over the strategies' own functions -----------------------------------------------
-def majority_vote(answers: Sequence[str | None], mean_logprobs: Sequence[float | None] | None = None) -> str | None:
-    """The self-consistency vote (None answers do not vote; ties by summed mean log-probability, else the earliest)."""
-    from ponder.strategies.self_consistency import majority_vote as vote
-
-    return _answer_of(vote(list(answers), mean_logprobs=None if mean_logprobs is None else list(mean_logprobs)))
-
-
-def weighted_vote(answers: Sequence[str | None], scores: Sequence[float]) -> str | None:
-    """Weighted best-of-N: the answer whose samples' scores sum highest."""
-    from ponder.strategies.best_of_n import select
-
-    return _answer_of(select(list(answers), list(scores), "weighted"), answers)
-
-
-def max_vote(answers: Sequence[str | None], scores: Sequence[float]) -> str | None:
-    """Plain best-of-N: the answer of the single highest-scored sample."""
-    from ponder.strategies.best_of_n import select
-
-    return _answer_of(select(list(answers), list(scores), "max"), answers)
-
-
-def _answer_of(chosen: object, answers: Sequence[str | None] | None = None) -> str | None:
-    """Accept an answer, an (answer, votes) pair, or an index into `answers`."""
-    if isinstance(chosen, tuple):
-        chosen = chosen[0]
-    if isinstance(chosen, int) and not isinstance(chosen, bool) and answers is not None:
-        return answers[chosen]
-    return chosen  # type: ignore[return-value]
-
-
-Vote = Callable[[PoolView, tuple[int, ...]], str | None]
-
-
-def vote_majority(pool: PoolView, idx: tuple[int, ...]) -> str | None:
-    lps = None if pool.mean_logprobs is None else [pool.mean_logprobs[i] for i in idx]
-    return majority_vote([pool.answers[i] for i in idx], lps)
-
-
-def vote_weighted(pool: PoolView, idx: tuple[int, ...]) -> str | None:
-    assert pool.scores is not None
-    return weighted_vote([pool.answers[i] for i in idx], [pool.scores[i] for i in idx])
-
-
-def vote_max(pool: PoolView, idx: tuple[int, ...]) -> str | None:
-    assert pool.scores is not None
-    return max_vote([pool.answers[i] for i in idx], [pool.scores[i] for i in idx])
+# -- selections over k-subsets ------------------------------------------------------------------------------
+def samples_of(pool: PoolView, idx: Sequence[int]) -> list[PoolSample]:
+    """What a strategy's selection sees of the samples `idx` (never their grades)."""
+    return [PoolSample(pool.answers[i], pool.mean_logprobs[i] if pool.mean_logprobs else None,
+                       pool.scores[i] if pool.scores else None) for i in idx]
 
 
 def subset_correct(pool: PoolView, idx: Sequence[int], answer: str | None) -> bool:
@@ -136,23 +97,37 @@ def subset_correct(pool: PoolView, idx: Sequence[int], answer: str | None) -> bo
     return next((pool.correct[i] for i in idx if pool.answers[i] == answer), False)
 
 
-def expected_vote_accuracy(pool: PoolView, k: int, vote: Vote, seed: int = 0, key: str = "") -> float:
-    """E[vote over a uniform k-subset is correct]: exact by enumeration, else a fixed-seed estimate."""
-    rows = [tuple(r) for r in k_subsets(len(pool), k, seed=subset_seed(seed, key, k)).tolist()]
-    if vote is not vote_majority:
-        return sum(subset_correct(pool, idx, vote(pool, idx)) for idx in rows) / len(rows)
-    # A majority vote depends only on the answers, grades and tie-break log-probabilities: vote once per pattern.
-    memo: dict[tuple[object, ...], bool] = {}
-    lps = pool.mean_logprobs or (None,) * len(pool)
-    graded = list(zip(pool.answers, pool.correct, lps, strict=True))
-    total = 0
-    for idx in rows:
-        sig = tuple(graded[i] for i in idx)
+def expected_accuracy(pools: Sequence[PoolView], k: int, select: Select, seed: int = 0,
+                      key: str = "") -> tuple[float, bool]:
+    """(E[select over k samples of each pool is right], exact?). The k-subsets of each pool are uniform and
+    independent; their samples are concatenated in pool order, as the deployed strategy orders its own. Exact by
+    enumeration while there are at most MAX_EXACT_SUBSETS combinations, else a fixed-seed estimate."""
+    rows = [k_subsets(len(v), k, seed=subset_seed(seed, key if j == 0 else f"{key}#{j}", k)).tolist()
+            for j, v in enumerate(pools)]
+    counts = [len(r) for r in rows]
+    exact = all(is_exact(len(v), k) for v in pools) and math.prod(counts) <= MAX_EXACT_SUBSETS
+    if math.prod(counts) <= MAX_EXACT_SUBSETS:
+        combos: Iterable[tuple[int, ...]] = itertools.product(*(range(c) for c in counts))
+    else:
+        rng = np.random.default_rng(subset_seed(seed, f"{key}#combos", k))
+        combos = zip(*(rng.integers(0, c, SUBSET_DRAWS).tolist() for c in counts), strict=True)
+    memo: dict[tuple[object, ...], bool] = {}  # a selection sees only the samples: vote once per pattern
+    hits = draws = 0
+    for combo in combos:
+        seen: list[PoolSample] = []
+        grades: list[bool] = []
+        for pool, choice, pool_rows in zip(pools, combo, rows, strict=True):
+            seen += samples_of(pool, pool_rows[choice])
+            grades += [pool.correct[i] for i in pool_rows[choice]]
+        sig = (*seen, *grades)
         hit = memo.get(sig)
         if hit is None:
-            hit = memo[sig] = subset_correct(pool, idx, vote(pool, idx))
-        total += hit
-    return total / len(rows)
+            chosen = select(seen)
+            hit = memo[sig] = chosen is not None and next((g for s, g in zip(seen, grades, strict=True)
+                                                           if s.answer == chosen), False)
+        hits += hit
+        draws += 1
+    return hits / draws, exact
 
 
 def coverage(pool: PoolView, k: int) -> float:

@@ -1,9 +1,9 @@
 """Rows -> outcomes: per problem, the expected correctness and compute of each (strategy, budget).
 
-Sampling strategies are derived from one pool per problem (never regenerated): self_consistency (maj@k),
-best_of_n (weighted best-of-N@k), best_of_n_max, adaptive_consistency (simulated in pool order),
-program_aided (maj@k over program samples) and pass_at_k (coverage; an oracle, not deployable). Search
-strategies and greedy CoT come from their ResultRows, one per budget. Compute is measured on four axes:
+Pooled strategies are derived from the pools they declare (ponder.strategies.pooling), never regenerated: each
+applies its own selection to k-subsets of each pool (a sequential one is simulated in pool order), and pass_at_k
+(coverage) is the oracle, not deployable. Search strategies and greedy CoT come from their ResultRows, one per
+budget. No strategy is named here. Compute is measured on four axes:
 generated tokens (all roles), FLOPs, seconds and dollars; for a k-subset its expectation is exactly k times
 the pool's mean per sample (linearity). This module owns that bookkeeping; the estimators own the votes.
 """
@@ -22,6 +22,7 @@ from ponder import compute
 from ponder.experiments import estimators as est
 from ponder.experiments.records import ProblemRow, ResultRow, SampleRow
 from ponder.ledger import DEFAULT_HARDWARE_USD_PER_HOUR, PriceTable
+from ponder.strategies.pooling import Pooled, Stop
 from ponder.types import ModelInfo, Usage
 
 AXES = ("tokens", "flops", "seconds", "usd")
@@ -141,16 +142,6 @@ def _policy_only(role: str) -> bool:
     return role not in JUDGE_ROLES
 
 
-StoppingPoint = Callable[[int, Sequence[str | None]], int]
-
-
-def adaptive_stopping_point(k: int, answers: Sequence[str | None]) -> int:
-    """How many of `answers` adaptive consistency with n_max=k consumes (the strategy's own rule)."""
-    from ponder.strategies.adaptive_consistency import AdaptiveConsistency
-
-    return int(AdaptiveConsistency(n_max=k).stopping_point(list(answers)))
-
-
 @dataclass(frozen=True)
 class PoolData:
     """One problem's pool with the compute of each sample: [N, 4] arrays over AXES."""
@@ -162,53 +153,53 @@ class PoolData:
     """[N, 4] per sample, verifier roles included."""
 
 
-Estimate = Callable[[PoolData, int, int, str], tuple[float, np.ndarray, bool]]
-"""(pool, k, seed, problem id) -> (expected correctness, expected cost [4], exact?)."""
-
-
-def _vote_estimate(vote: est.Vote, with_verifier: bool) -> Estimate:
-    def estimate(data: PoolData, k: int, seed: int, key: str) -> tuple[float, np.ndarray, bool]:
-        per_sample = data.all_cost if with_verifier else data.policy_cost
-        acc = est.expected_vote_accuracy(data.view, k, vote, seed=seed, key=key)
-        return acc, k * per_sample.mean(axis=0), est.is_exact(len(data.view), k)
-    return estimate
-
-
-def _coverage_estimate(data: PoolData, k: int, seed: int, key: str) -> tuple[float, np.ndarray, bool]:
-    return est.coverage(data.view, k), k * data.policy_cost.mean(axis=0), True
-
-
-def _adaptive_estimate(stopping_point: StoppingPoint) -> Estimate:
-    def estimate(data: PoolData, k: int, seed: int, key: str) -> tuple[float, np.ndarray, bool]:
-        answers = data.view.answers[:k]  # simulated in stored order: the samples it would have drawn
-        m = max(1, min(k, stopping_point(k, answers)))
-        idx = tuple(range(m))
-        lps = None if data.view.mean_logprobs is None else data.view.mean_logprobs[:m]
-        chosen = est.majority_vote(answers[:m], lps)
-        return float(est.subset_correct(data.view, idx, chosen)), data.policy_cost[:m].sum(axis=0), True
-    return estimate
-
-
 @dataclass(frozen=True)
 class PoolStrategy:
-    """A strategy whose every budget is derived from one pool."""
+    """A curve derived from pools: a strategy's `Pooled` declaration, or the pass@k oracle."""
 
-    name: str
-    pool: str
-    estimate: Estimate
-    needs_scores: bool = False
+    spec: Pooled
     deployable: bool = True
 
+    @property
+    def name(self) -> str:
+        return self.spec.label
 
-def pool_strategies(stopping_point: StoppingPoint = adaptive_stopping_point) -> tuple[PoolStrategy, ...]:
-    return (
-        PoolStrategy("self_consistency", "cot", _vote_estimate(est.vote_majority, False)),
-        PoolStrategy("best_of_n", "cot", _vote_estimate(est.vote_weighted, True), needs_scores=True),
-        PoolStrategy("best_of_n_max", "cot", _vote_estimate(est.vote_max, True), needs_scores=True),
-        PoolStrategy("adaptive_consistency", "cot", _adaptive_estimate(stopping_point)),
-        PoolStrategy("pass_at_k", "cot", _coverage_estimate, deployable=False),
-        PoolStrategy("program_aided", "program_aided", _vote_estimate(est.vote_majority, False)),
-    )
+
+COVERAGE = "pass_at_k"
+"""The oracle curve (a right answer among k samples; needs the reference, so it is not deployable)."""
+
+
+StoppingPoint = Stop
+
+
+def pool_strategies(stopping_point: Stop | None = None, names: Sequence[str] | None = None
+                    ) -> tuple[PoolStrategy, ...]:
+    """Every pooled curve the registered strategies declare (or those of `names`), and pass@k on the cot pool.
+    `stopping_point` replaces the stopping rule of sequential strategies (tests use a simpler rule)."""
+    from ponder.registry import STRATEGIES
+    from ponder.strategies.pooling import declared, majority
+
+    out = [PoolStrategy(replace(p, stop=stopping_point) if stopping_point and p.stop else p)
+           for name in (names if names is not None else STRATEGIES.names()) for p in declared(STRATEGIES.get(name))]
+    return (*out, PoolStrategy(Pooled(COVERAGE, ("cot",), majority), deployable=False))
+
+
+def _estimate(strategy: PoolStrategy, data: Sequence[PoolData], k: int, seed: int, key: str
+              ) -> tuple[float, np.ndarray, bool]:
+    """(expected correctness, expected cost [4], exact?) of the strategy at budget k on one problem's pools."""
+    spec = strategy.spec
+    with_verifier = spec.needs_scores
+    per_sample = sum((d.all_cost if with_verifier else d.policy_cost).mean(axis=0) for d in data)
+    if not strategy.deployable:
+        return est.coverage(data[0].view, k), k * data[0].policy_cost.mean(axis=0), True
+    if spec.stop is not None:  # sequential: simulated in stored order, on the samples it would have drawn
+        view = data[0].view
+        m = max(1, min(k, spec.stop(k, view.answers[:k])))
+        idx = tuple(range(m))
+        return float(est.subset_correct(view, idx, spec.select(est.samples_of(view, idx)))), \
+            data[0].policy_cost[:m].sum(axis=0), True
+    acc, exact = est.expected_accuracy([d.view for d in data], k, spec.select, seed=seed, key=key)
+    return acc, k * per_sample, exact
 
 
 def pool_data(rows: Sequence[SampleRow], cost_model: CostModel) -> PoolData:
@@ -223,33 +214,34 @@ def pool_outcomes(pids: Sequence[str], samples: Sequence[SampleRow], cost_model:
     """Every pool-derived (strategy, budget) outcome; a budget above a problem's pool size is NaN there."""
     out: list[Outcome] = []
     cache: dict[str, dict[str, PoolData]] = {}
-    for spec in strategies if strategies is not None else pool_strategies():
-        if spec.pool not in cache:
-            cache[spec.pool] = {pid: pool_data(rows, cost_model)
-                                for pid, rows in pools_by_problem(samples, spec.pool).items()}
-        data = cache[spec.pool]
-        if not data or (spec.needs_scores and any(d.view.scores is None for d in data.values())):
+    for strategy in strategies if strategies is not None else pool_strategies():
+        for pool in strategy.spec.pools:
+            if pool not in cache:
+                cache[pool] = {pid: pool_data(rows, cost_model)
+                               for pid, rows in pools_by_problem(samples, pool).items()}
+        data = [cache[pool] for pool in strategy.spec.pools]
+        if not all(data) or (strategy.spec.needs_scores and any(d.view.scores is None for pd in data
+                                                                for d in pd.values())):
             continue
-        n_max = max(len(d.view) for d in data.values())
+        n_max = min(max(len(d.view) for d in pd.values()) for pd in data)
         for k in sorted(set(budgets) if budgets else default_budgets(n_max)):
-            if k > n_max:
-                continue
-            out.append(_one_pool_outcome(spec, k, pids, data, seed))
+            if k <= n_max:
+                out.append(_one_pool_outcome(strategy, k, pids, data, seed))
     return out
 
 
-def _one_pool_outcome(spec: PoolStrategy, k: int, pids: Sequence[str], data: Mapping[str, PoolData],
+def _one_pool_outcome(strategy: PoolStrategy, k: int, pids: Sequence[str], data: Sequence[Mapping[str, PoolData]],
                       seed: int) -> Outcome:
     correct = np.full(len(pids), math.nan)
     cost = np.full((len(pids), 4), math.nan)
     exact = True
     for i, pid in enumerate(pids):
-        d = data.get(pid)
-        if d is None or len(d.view) < k:
+        mine = [pd.get(pid) for pd in data]
+        if any(d is None or len(d.view) < k for d in mine):
             continue
-        correct[i], cost[i], ok = spec.estimate(d, k, seed, pid)
+        correct[i], cost[i], ok = _estimate(strategy, mine, k, seed, pid)  # type: ignore[arg-type]
         exact &= ok
-    return Outcome(spec.name, k, correct, _by_axis(cost), spec.deployable, exact)
+    return Outcome(strategy.name, k, correct, _by_axis(cost), strategy.deployable, exact)
 
 
 def result_outcomes(pids: Sequence[str], results: Sequence[ResultRow], cost_model: CostModel) -> list[Outcome]:

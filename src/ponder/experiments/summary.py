@@ -21,7 +21,6 @@ from ponder.experiments.outcomes import (
     CostModel,
     Outcome,
     StoppingPoint,
-    adaptive_stopping_point,
     pool_outcomes,
     pool_strategies,
     problem_order,
@@ -68,7 +67,7 @@ def analyze(problems: Sequence[ProblemRow], samples: Sequence[SampleRow], result
         cost_model = cost_model.amortised(float(config["machine_seconds"]), [*samples, *results])
     pids = problem_order(problems, samples, results)
     budgets = config.get("budgets") or None
-    specs = pool_strategies(stopping_point or adaptive_stopping_point)
+    specs = pool_strategies(stopping_point)
     outcomes = pool_outcomes(pids, samples, cost_model, budgets, seed, specs)
     outcomes += result_outcomes(pids, results, cost_model)
     points = curves.curve_points(outcomes, seed, resamples)

@@ -1,10 +1,11 @@
 """The sweep: tasks x strategies x budgets -> the store, resumable after any kill.
 
-Sampling strategies (self-consistency, best-of-N, adaptive consistency, program-aided voting) share one pool
-per problem: N = max(budgets) samples drawn once, from which the curves derive every smaller budget (as
-search-and-learn's score.py does). Greedy CoT runs once per problem; search strategies (beam search, DVTS,
-budget forcing, revision, tournament) run once per budget. The driver plans the work units, skips those the
-store already holds, hands the rest to an Executor, and alone writes each finished unit in one transaction.
+Strategies that declare `pooled` (ponder.strategies.pooling) share the pools they name: N = max(budgets) samples
+per pool and problem, drawn once, from which the curves derive every smaller budget (as search-and-learn's
+score.py does). A strategy with no `at_budget` (greedy CoT) runs once per problem; the rest (beam search, DVTS,
+budget forcing, revision, tournament) run once per budget. No strategy is named here. The driver plans the work
+units, skips those the store already holds, hands the rest to an Executor, and alone writes each finished unit in
+one transaction.
 """
 
 from __future__ import annotations
@@ -25,14 +26,10 @@ from ponder.experiments.executor import Executor, InProcessExecutor
 from ponder.experiments.store import Store, config_differences
 from ponder.experiments.units import PoolUnit, SearchUnit, Unit, UnitResult, build_strategy, run_unit
 from ponder.registry import STRATEGIES
+from ponder.strategies.pooling import declared
 from ponder.tasks import load_task
 from ponder.types import SAMPLER_FIELDS, Problem, SamplingParams
 
-POOL_OF: Mapping[str, str] = {
-    "self_consistency": "cot", "best_of_n": "cot", "adaptive_consistency": "cot", "program_aided": "program_aided",
-}
-"""Strategies whose curves come from a shared pool, and which pool."""
-GREEDY = "cot"
 VOLATILE = frozenset({"created", "ponder_version"})
 """Settings recorded for provenance that may differ on resume."""
 
@@ -98,16 +95,29 @@ class SweepConfig:
 
     @property
     def pools(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(POOL_OF[s] for s in self.strategies if s in POOL_OF))
+        """The pools the pooled strategies draw, in order of first mention."""
+        return tuple(dict.fromkeys(pool for s in self.strategies for p in declared(STRATEGIES.get(s))
+                                   for pool in p.pools))
+
+    @property
+    def scored_pools(self) -> frozenset[str]:
+        """Pools whose samples a pooled strategy needs verifier scores on."""
+        return frozenset(pool for s in self.strategies for p in declared(STRATEGIES.get(s)) if p.needs_scores
+                         for pool in p.pools)
 
     @property
     def pool_size(self) -> int:
         return self.budgets[-1]
 
     @property
+    def once(self) -> tuple[str, ...]:
+        """Strategies with no budget to scale (greedy CoT): run once per problem."""
+        return tuple(s for s in self.strategies if not declared(STRATEGIES.get(s)) and not _scales(s))
+
+    @property
     def searched(self) -> tuple[str, ...]:
         """Strategies run once per budget."""
-        return tuple(s for s in self.strategies if s not in POOL_OF and s != GREEDY)
+        return tuple(s for s in self.strategies if not declared(STRATEGIES.get(s)) and _scales(s))
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "model": self.model, "strategies": list(self.strategies),
@@ -120,6 +130,17 @@ class SweepConfig:
         return cls(d["task"], d["model"], tuple(d["strategies"]), tuple(d["budgets"]), d.get("limit"),
                    d.get("seed", 0), d.get("max_tokens", 512), d.get("temperature", 0.8),
                    dict(d.get("task_options") or {}), dict(d.get("sampler") or {}))
+
+
+def _scales(name: str) -> bool:
+    return callable(getattr(STRATEGIES.get(name), "at_budget", None))
+
+
+def _check_kind(name: str, problem: Problem) -> None:
+    kinds = getattr(STRATEGIES.get(name), "problem_kinds", None)
+    if kinds is not None and problem.kind not in kinds:
+        raise InvalidParameter("strategies", name, f"{problem.id} is a {problem.kind} problem and {name} takes "
+                               f"only {', '.join(kinds)} problems: drop it from --strategies for this task")
 
 
 def stable_seed(*parts: object) -> int:
@@ -139,16 +160,15 @@ def plan(config: SweepConfig, problems: Sequence[Problem]) -> list[Unit]:
     sampler = _items(config.sampler)
     for p in problems:
         base = {"max_tokens": config.max_tokens, **_system_override(p.kind)}
-        if "program_aided" in config.strategies and p.kind != "math":
-            raise InvalidParameter("strategies", "program_aided", f"{p.id} is a {p.kind} problem; "
-                                   "program_aided computes a value: use it on math tasks only")
-        if GREEDY in config.strategies:
-            units.append(SearchUnit(p, GREEDY, 1, _items({**base, "temperature": 0.0,
-                                                           "seed": stable_seed(config.seed, p.id, GREEDY)}), sampler))
+        for name in (*config.strategies, *config.pools):
+            _check_kind(name, p)
+        for name in config.once:  # at its own default temperature (greedy for cot)
+            units.append(SearchUnit(p, name, 1, _items({**base, "seed": stable_seed(config.seed, p.id, name)}),
+                                    sampler))
         for pool in config.pools:
             units.append(PoolUnit(p, pool, config.pool_size, stable_seed(config.seed, p.id, pool),
                                   _items({**base, "temperature": config.temperature}),
-                                  self_eval=pool == "cot" and "best_of_n" in config.strategies, sampler=sampler))
+                                  self_eval=pool in config.scored_pools, sampler=sampler))
         for name in config.searched:
             for k in config.budgets:
                 units.append(SearchUnit(p, name, k, _items({**base, "seed": stable_seed(config.seed, p.id, name, k)}),
@@ -171,7 +191,7 @@ def _jsonable(value: Any) -> Any:
 def strategy_settings(config: SweepConfig, kind: str) -> dict[str, dict[str, Any]]:
     """Every strategy's fields at budget 1 as the sweep sets them (prompts included), for provenance."""
     out = {}
-    for name in {*config.strategies, *(["cot"] if "cot" in config.pools else [])}:
+    for name in {*config.strategies, *config.pools}:
         s = build_strategy(name, {"max_tokens": config.max_tokens, **_system_override(kind)})
         if dataclasses.is_dataclass(s):
             out[name] = {f.name: _jsonable(getattr(s, f.name)) for f in dataclasses.fields(s) if f.name != "seed"}
@@ -224,28 +244,31 @@ def check_resume(stored: Mapping[str, Any], given: Mapping[str, Any], path: Path
 
 @dataclass
 class Tally:
-    """Live accuracy: greedy CoT, and the majority vote of each full cot pool."""
+    """Live accuracy: each strategy run once or per budget at its first budget, and the majority of each full pool."""
 
-    greedy: list[bool] = field(default_factory=list)
-    majority: list[bool] = field(default_factory=list)
+    accuracy: dict[str, list[bool]] = field(default_factory=dict)
     truncated: int = 0
     rows: int = 0
 
     def add(self, res: UnitResult) -> None:
-        from ponder.strategies.self_consistency import majority_vote
+        from ponder.strategies.pooling import PoolSample, majority
 
         rows: Sequence[Any] = res.samples or ([res.result] if res.result else [])
         self.rows += len(rows)
         self.truncated += sum(r.finish_reason == "length" for r in rows)
-        if res.result is not None and res.result.strategy == GREEDY:
-            self.greedy.append(res.result.correct)
-        if res.samples and res.samples[0].pool == "cot":
-            winner, _ = majority_vote([s.answer for s in res.samples])
-            self.majority.append(any(s.correct for s in res.samples if winner is not None and s.answer == winner))
+        if res.result is not None and res.result.budget == 1:
+            self.accuracy.setdefault(res.result.strategy, []).append(res.result.correct)
+        if res.samples:
+            winner = majority([PoolSample(s.answer, s.mean_logprob) for s in res.samples])
+            self.accuracy.setdefault(f"{res.samples[0].pool} vote", []).append(
+                any(s.correct for s in res.samples if winner is not None and s.answer == winner))
+
+    @property
+    def greedy(self) -> list[bool]:
+        return self.accuracy.get("cot", [])
 
     def line(self) -> str:
-        parts = [f"{name} {100 * sum(v) / len(v):.0f}% ({len(v)})"
-                 for name, v in (("greedy", self.greedy), ("majority", self.majority)) if v]
+        parts = [f"{name} {100 * sum(v) / len(v):.0f}% ({len(v)})" for name, v in self.accuracy.items() if v]
         if self.rows:
             parts.append(f"cut off {100 * self.truncated / self.rows:.0f}%")
         return " | ".join(parts)

@@ -24,9 +24,8 @@ from ponder.experiments.records import ResultRow, SampleRow
 from ponder.ledger import Ledger
 from ponder.registry import STRATEGIES
 from ponder.strategies.base import at_budget
-from ponder.tasks.base import answer as answer_of
 from ponder.tasks.base import grade
-from ponder.types import Problem, Result, Usage
+from ponder.types import Generation, Problem, Result, Usage
 
 Key = tuple[Any, ...]
 
@@ -37,7 +36,7 @@ class PoolUnit:
 
     problem: Problem
     pool: str
-    """"cot" (chain-of-thought samples) or "program_aided" (programs whose printed result is the answer)."""
+    """The registered sampler strategy that draws it, e.g. "cot" (chains of thought) or "program_aided"."""
     n: int
     seed: int
     """Base seed: sample i is drawn with seed + i."""
@@ -97,15 +96,14 @@ async def run_unit(unit: Unit, backend: object) -> UnitResult:
 
 
 async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
-    sampler = build_strategy(unit.pool if unit.pool == "program_aided" else "cot", dict(unit.settings))
-    sampler = dataclasses.replace(sampler, seed=unit.seed)
+    sampler = dataclasses.replace(build_strategy(unit.pool, dict(unit.settings)), seed=unit.seed)
     ledger = Ledger(model=getattr(backend, "model", ""))
     start = time.monotonic()
     # Log-probabilities break vote ties in the curves as in the deployed strategies; the pool's sampler rides on top.
     params = Overrides.of(dict(unit.sampler)).apply(sampler.params(unit.n, logprobs=True))
     gens = await ledger.meter(backend, "policy").generate(sampler.messages(unit.problem), params)
     call_seconds = time.monotonic() - start
-    graded = await asyncio.gather(*(_answer_and_grade(unit, g.text, g.finish_reason) for g in gens))
+    graded = await asyncio.gather(*(_answer_and_grade(unit.problem, sampler, g) for g in gens))
     evals = await asyncio.gather(*(_self_eval(unit.problem, g.text, backend) for g in gens)) if unit.self_eval else ()
     rows = []
     for i, (gen, (answer, correct)) in enumerate(zip(gens, graded, strict=True)):
@@ -118,16 +116,10 @@ async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
     return tuple(rows)
 
 
-async def _answer_and_grade(unit: PoolUnit, text: str, finish_reason: str) -> tuple[str | None, bool]:
-    if unit.pool == "program_aided":
-        from ponder.strategies.program_aided import extract_program, run_program
-
-        program = extract_program(text)
-        value = None if program is None else await run_program(program)
-        return value, value is not None and await grade(unit.problem, value)
-    if finish_reason == "length":  # a cut-off sample's last number is noise: it neither votes nor counts as right
-        return None, False
-    return answer_of(unit.problem, text), await grade(unit.problem, text)
+async def _answer_and_grade(problem: Problem, sampler: Any, gen: Generation) -> tuple[str | None, bool]:
+    """The sample's answer as its pool's sampler strategy reads it, and whether it is right."""
+    answer, graded = await sampler.pool_answer(problem, gen)
+    return answer, graded is not None and await grade(problem, graded)
 
 
 async def _self_eval(problem: Problem, text: str, backend: object) -> tuple[float, Usage]:

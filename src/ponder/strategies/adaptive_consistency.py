@@ -17,6 +17,7 @@ from typing import ClassVar
 from ponder.errors import BudgetExhausted, InvalidParameter
 from ponder.ledger import Ledger
 from ponder.strategies.common import Sampled, at_least, candidate, cut_by_budget, result
+from ponder.strategies.pooling import Pooled, majority
 from ponder.strategies.self_consistency import majority_vote
 from ponder.types import Candidate, Problem, Result
 
@@ -36,6 +37,7 @@ class AdaptiveConsistency(Sampled):
     """Self-consistency that stops early once the majority is settled (Aggarwal et al. 2023)."""
 
     name: ClassVar[str] = "adaptive_consistency"
+    pooled: ClassVar[tuple[Pooled, ...]] = ()  # set below the class: its stopping rule is the class's own
     paper: ClassVar[str] = ("Aggarwal et al. 2023, Let's Sample Step by Step: Adaptive-Consistency (arXiv:2305.11860); "
                             "Fu et al. 2024, Dynasor / Efficiently Serving LLM Reasoning Programs with Certaindex "
                             "(arXiv:2412.20993)")
@@ -99,3 +101,10 @@ class AdaptiveConsistency(Sampled):
         answer, votes = majority_vote([c.answer for c in cands], [c.mean_logprob for c in cands])
         return result(self.name, ledger, answer=answer, candidates=cands, votes=votes, exhausted=exhausted,
                       trace=trace)
+
+
+def _stopping_point(k: int, answers: Sequence[str | None]) -> int:
+    return AdaptiveConsistency(n_max=k).stopping_point(list(answers))
+
+
+AdaptiveConsistency.pooled = (Pooled("adaptive_consistency", ("cot",), majority, stop=_stopping_point),)

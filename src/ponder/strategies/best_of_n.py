@@ -14,6 +14,7 @@ from ponder.errors import BudgetExhausted, InvalidParameter, VerifierError
 from ponder.ledger import Ledger
 from ponder.registry import VERIFIERS
 from ponder.strategies.common import Sampled, at_least, candidate, cut_by_budget, result
+from ponder.strategies.pooling import Pooled, scored
 from ponder.strategies.self_consistency import majority_vote
 from ponder.types import Candidate, Problem, Result
 from ponder.verifiers.base import Verifier, as_verifier
@@ -69,6 +70,10 @@ class BestOfN(Sampled):
     """Sample n, score with a verifier, select (Cobbe et al. 2021; Snell et al. 2024, "weighted best-of-N")."""
 
     name: ClassVar[str] = "best_of_n"
+    pooled: ClassVar[tuple[Pooled, ...]] = (
+        Pooled("best_of_n", ("cot",), scored("weighted"), needs_scores=True),
+        Pooled("best_of_n_max", ("cot",), scored("max"), needs_scores=True),
+    )
     paper: ClassVar[str] = ("Cobbe et al. 2021, Training Verifiers to Solve Math Word Problems (arXiv:2110.14168); "
                             "Snell et al. 2024, Scaling LLM Test-Time Compute Optimally (arXiv:2408.03314)")
 

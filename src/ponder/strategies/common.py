@@ -50,6 +50,15 @@ class Sampled:
     def messages(self, problem: Problem) -> tuple[Message, ...]:
         return problem.messages(self.system or None)
 
+    async def pool_answer(self, problem: Problem, gen: Generation) -> tuple[str | None, str | None]:
+        """(answer, what to grade) of one sample drawn into a pool with this strategy's prompt. A cut-off sample
+        has no answer: its last number is noise that would neither vote nor count as right."""
+        if gen.finish_reason == "length":
+            return None, None
+        from ponder.tasks.base import answer as answer_of_problem
+
+        return answer_of_problem(problem, gen.text), gen.text
+
 
 def at_least(name: str, value: Any, low: int) -> None:
     """Raise InvalidParameter unless `value` is a whole number >= low."""

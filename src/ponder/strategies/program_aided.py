@@ -17,8 +17,9 @@ from ponder.errors import BudgetExhausted, InvalidParameter
 from ponder.ledger import Ledger
 from ponder.sandbox import compiles, run_python_async
 from ponder.strategies.common import Sampled, at_least, candidate, cut_by_budget, result
+from ponder.strategies.pooling import Pooled, majority
 from ponder.strategies.self_consistency import majority_vote
-from ponder.types import Problem, Result
+from ponder.types import Generation, Problem, Result
 
 PROGRAM_PROMPT = (
     "Solve the problem by writing a short Python program. Use variables with meaningful names, compute the "
@@ -67,6 +68,9 @@ class ProgramAided(Sampled):
     """Write a program, run it, vote over results (Gao et al. 2022, PAL; Chen et al. 2022, Program of Thoughts)."""
 
     name: ClassVar[str] = "program_aided"
+    pooled: ClassVar[tuple[Pooled, ...]] = (Pooled("program_aided", ("program_aided",), majority),)
+    problem_kinds: ClassVar[tuple[str, ...]] = ("math",)
+    """It computes a value: a sweep refuses it on other tasks."""
     paper: ClassVar[str] = ("Gao et al. 2022, PAL: Program-aided Language Models (arXiv:2211.10435); "
                             "Chen et al. 2022, Program of Thoughts Prompting (arXiv:2211.12588)")
 
@@ -110,3 +114,8 @@ class ProgramAided(Sampled):
 
     async def _run(self, program: str | None) -> str | None:
         return None if program is None else await run_program(program, timeout_s=self.timeout_s)
+
+    async def pool_answer(self, problem: Problem, gen: Generation) -> tuple[str | None, str | None]:
+        """(answer, what to grade) of one pool sample: the program's printed result, graded as a value."""
+        value = await self._run(extract_program(gen.text))
+        return value, value

@@ -13,6 +13,7 @@ from typing import ClassVar
 from ponder.errors import BudgetExhausted
 from ponder.ledger import Ledger
 from ponder.strategies.common import Sampled, at_least, candidate, cut_by_budget, result
+from ponder.strategies.pooling import Pooled, PoolSample, majority
 from ponder.types import Problem, Result
 
 
@@ -51,6 +52,7 @@ class SelfConsistency(Sampled):
 
     name: ClassVar[str] = "self_consistency"
     paper: ClassVar[str] = "Wang et al. 2022, Self-Consistency Improves Chain of Thought Reasoning (arXiv:2203.11171)"
+    pooled: ClassVar[tuple[Pooled, ...]] = (Pooled("self_consistency", ("cot",), majority),)
 
     n: int = 5
     """Samples to draw and vote over; accuracy rises with n and saturates by ~40 (Wang et al. 2022, Fig. 2)."""
@@ -72,6 +74,7 @@ class SelfConsistency(Sampled):
         except BudgetExhausted:
             return result(self.name, ledger, answer=None, exhausted=True)
         cands = [candidate(g) for g in gens]
-        answer, votes = majority_vote([c.answer for c in cands], [c.mean_logprob for c in cands])
+        _, votes = majority_vote([c.answer for c in cands], [c.mean_logprob for c in cands])
+        answer = majority([PoolSample.of(c) for c in cands])  # the pooled curves' own selection
         return result(self.name, ledger, answer=answer, candidates=cands, votes=votes,
                       exhausted=cut_by_budget(ledger, gens, self.max_tokens))
