@@ -75,8 +75,8 @@ def hand_majority(answers):
 def test_summary_json_has_the_headline_keys(report):
     summary = json.loads(report.summary_json.read_text())
     for key in ("greedy_accuracy", "best_strategy", "best_accuracy", "best_tokens_ratio_vs_greedy",
-                "adaptive_token_savings_vs_majority", "compute_optimal_efficiency_vs_best_of_n",
-                "compute_optimal_efficiency_vs_majority", "usd_per_solved_problem", "provenance"):
+                "adaptive_token_savings_vs_majority", "compute_optimal_vs_best_fixed", "compute_optimal_vs_majority",
+                "oracle_upper_bound_efficiency_vs_majority", "usd_per_solved_problem", "provenance"):
         assert key in summary
     assert summary["provenance"]["model_sha256"] == CONFIG["model_info"]["sha256"]
     assert summary["provenance"]["report_ponder_version"]
@@ -136,10 +136,13 @@ def test_summary_md_states_the_figures(report):
     assert f"Greedy accuracy: {100 * s['greedy_accuracy']:.1f}%" in text
     assert f"@{N}: {100 * s['maj_at_k'][str(N)]:.1f}%" in text
     assert f"saves {100 * s['adaptive_token_savings_vs_majority']:.1f}%" in text
-    assert "Compute-optimal efficiency" in text and "per solved problem" in text
-    for key in ("compute_optimal_efficiency_vs_majority", "compute_optimal_efficiency_vs_best_of_n"):
+    assert "Compute-optimal policy" in text and "per solved problem" in text
+    for key in ("oracle_upper_bound_efficiency_vs_majority", "oracle_upper_bound_efficiency_vs_best_of_n"):
         r = s[key]
         assert (f"{r:.2f}x less compute" if r is not None else "never matched") in text
+    for key in ("compute_optimal_vs_best_fixed", "compute_optimal_vs_majority"):
+        assert s[key]["text"] in text
+        assert (s[key]["ratio"] is None) == (not s[key]["measurable"])
 
 
 def test_html_is_self_contained_with_every_figure_and_table(report):
@@ -209,7 +212,7 @@ def test_report_of_a_run_without_verifier_scores_or_search(tmp_path):
     plain = [type(s)(**{**s.__dict__, "score": None}) for s in samples]
     files = build_report(FakeStore((problems, plain, [])), tmp_path / "r")
     s = files.summary
-    assert s["greedy_accuracy"] is None and s["compute_optimal_efficiency_vs_best_of_n"] is None
+    assert s["greedy_accuracy"] is None and s["compute_optimal_vs_best_of_n"] is None
     assert s["best_of_n_at_k"] == {} and math.isfinite(s["best_accuracy"])
     assert "n/a" in files.summary_md.read_text()
     assert shutil.which("true")  # the environment can run subprocesses (used by the chromium test)

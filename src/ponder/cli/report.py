@@ -22,8 +22,8 @@ _HEADLINE = (
     ("best_accuracy", "  accuracy", "pct"),
     ("best_tokens_ratio_vs_greedy", "  tokens vs greedy", "x"),
     ("adaptive_token_savings_vs_majority", "adaptive consistency: tokens saved vs maj@N", "pct"),
-    ("compute_optimal_efficiency_vs_majority", "compute-optimal: less compute than maj@N", "x"),
-    ("compute_optimal_efficiency_vs_best_of_n", "compute-optimal: less compute than best-of-N@N", "x"),
+    ("compute_optimal_vs_best_fixed", "compute-optimal vs the best fixed strategy", "policy"),
+    ("compute_optimal_vs_majority", "compute-optimal vs maj@N", "policy"),
     ("usd_per_solved_problem", "US$ per solved problem", "usd"),
     ("truncation_share", "samples truncated at max_tokens", "pct"),
 )
@@ -36,6 +36,8 @@ def _show(value: Any, kind: str) -> str:
         return f"{100 * value:.1f}%"
     if kind == "x":
         return f"{value:.2f}x"
+    if kind == "policy":
+        return str(value["text"])
     if kind == "usd":
         return f"${value:.5f}"
     return str(value)

@@ -7,6 +7,7 @@ every number from synthetic rows.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,15 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from ponder.experiments import curves
+from ponder.experiments import curves, policy
 from ponder.experiments.estimators import SUBSET_DRAWS
 from ponder.experiments.outcomes import (
     AXES,
     CostModel,
     Outcome,
     StoppingPoint,
+    pool_data,
     pool_outcomes,
     pool_strategies,
+    pools_by_problem,
     problem_order,
     result_outcomes,
 )
@@ -48,6 +51,10 @@ class Analysis:
     fits: tuple[curves.Fit, ...]
     truncation: Mapping[str, float]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    probe: policy.ProbeData | None = None
+    """The deployable policy's probe bins and cost (None without a probe pool)."""
+    policy: Mapping[str, tuple[policy.Comparison, policy.Ratio]] = field(default_factory=dict)
+    """Baseline name -> the cross-validated policy against it, and the compute ratio."""
 
     def outcome(self, strategy: str, budget: int | None = None) -> Outcome | None:
         """The outcome of `strategy` at `budget` (default: its largest budget)."""
@@ -74,8 +81,29 @@ def analyze(problems: Sequence[ProblemRow], samples: Sequence[SampleRow], result
     bins = {"oracle": curves.oracle_bins(pids, samples), "predicted": curves.predicted_bins(pids, samples)}
     frontiers = {kind: tuple(curves.compute_optimal(outcomes, b, "tokens", seed=seed)) for kind, b in bins.items()}
     fits = tuple(f for axis in AXES for f in curves.scaling_fit(points, axis))
-    return Analysis(tuple(pids), tuple(outcomes), tuple(points), bins, frontiers, fits,
-                    curves.truncation_share(samples, results), tuple(_notes(outcomes, cost_model)))
+    analysis = Analysis(tuple(pids), tuple(outcomes), tuple(points), bins, frontiers, fits,
+                        curves.truncation_share(samples, results), tuple(_notes(outcomes, cost_model)))
+    return _with_policy(analysis, samples, cost_model, seed)
+
+
+def _with_policy(a: Analysis, samples: Sequence[SampleRow], cost_model: CostModel, seed: int,
+                 probe: policy.Probe | None = None) -> Analysis:
+    """The cross-validated deployable policy against the best fixed strategy, majority and best-of-N."""
+    probe = probe or policy.Probe()
+    per_sample = {pid: pool_data(rows, cost_model).policy_cost[:, 0]
+                  for pid, rows in pools_by_problem(samples, probe.pool).items()}
+    if not per_sample:
+        return a
+    pd = policy.probe_data(a.pids, samples, probe, per_sample)
+    baselines: dict[str, Outcome | None] = {"best_fixed": None, "majority": a.outcome(MAJORITY),
+                                            "best_of_n": a.outcome(BEST_OF_N)}
+    out = {}
+    for name, base in baselines.items():
+        if name != "best_fixed" and base is None:
+            continue
+        c = policy.compare(a.outcomes, pd, "tokens", base, seed=seed)
+        out[name] = (c, policy.ratio(c, seed=seed))
+    return dataclasses.replace(a, probe=pd, policy=out)
 
 
 def _notes(outcomes: Sequence[Outcome], cost_model: CostModel) -> list[str]:
@@ -112,10 +140,11 @@ def headline(a: Analysis) -> dict[str, Any]:
         "best_tokens_ratio_vs_greedy": _ratio(best, greedy, "tokens"),
         "adaptive_token_savings_vs_majority": (1.0 - r) if (r := _ratio(adaptive, majority, "tokens")) is not None
         else None,
-        "compute_optimal_efficiency_vs_best_of_n": _efficiency(a, "oracle", bon),
-        "compute_optimal_efficiency_vs_majority": _efficiency(a, "oracle", majority),
-        "compute_optimal_efficiency_vs_best_of_n_predicted_bins": _efficiency(a, "predicted", bon),
-        "compute_optimal_efficiency_vs_majority_predicted_bins": _efficiency(a, "predicted", majority),
+        "compute_optimal_vs_best_fixed": _policy_figure(a, "best_fixed"),
+        "compute_optimal_vs_majority": _policy_figure(a, "majority"),
+        "compute_optimal_vs_best_of_n": _policy_figure(a, "best_of_n"),
+        "oracle_upper_bound_efficiency_vs_majority": _efficiency(a, "oracle", majority),
+        "oracle_upper_bound_efficiency_vs_best_of_n": _efficiency(a, "oracle", bon),
         "usd_per_solved_problem": _usd_per_solved(best),
         "maj_at_k": _by_budget(a, MAJORITY),
         "best_of_n_at_k": _by_budget(a, BEST_OF_N),
@@ -127,6 +156,17 @@ def headline(a: Analysis) -> dict[str, Any]:
                                for f in a.fits if f.axis == "tokens"},
     }
     return {k: _clean(v) for k, v in out.items()}
+
+
+def _policy_figure(a: Analysis, name: str) -> dict[str, Any] | None:
+    """The deployable policy's held-out compute ratio against a baseline: a number only where it is measurable."""
+    if name not in a.policy:
+        return None
+    c, r = a.policy[name]
+    return {"ratio": r.value if r.measurable else None, "ci_low": r.ci_low, "ci_high": r.ci_high,
+            "measurable": r.measurable, "text": r.text(), "accuracy_gap": r.accuracy_gap,
+            "accuracy_gap_ci": list(r.accuracy_gap_ci), "folds_matched": c.matched_folds, "folds": c.folds,
+            "baseline": c.baseline}
 
 
 def _efficiency(a: Analysis, kind: str, baseline: Outcome | None) -> float | None:
