@@ -146,7 +146,8 @@ def compare(outcomes: Sequence[Outcome], probe: ProbeData, axis: str = "tokens",
     held = np.zeros(n)
     matched = folds = 0
     chosen: list[str] = []
-    levels = compute_levels(fixed, axis, 24)
+    extra = float(np.nanmax(probe.cost)) if np.isfinite(probe.cost).any() else 0.0
+    levels = [*compute_levels(fixed, axis, 24)[:-1], *(compute_levels(fixed, axis, 24)[-1:] + extra)]
     rng = np.random.default_rng(seed)
     for _ in range(repeats):
         order = rng.permutation(np.flatnonzero(known))
