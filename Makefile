@@ -25,7 +25,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 # The main job: a GSM8K scaling sweep on the default model, then its report. Run again to resume.
 RUN ?= runs/gsm8k-main
 SWEEP := --task gsm8k --model qwen2.5-coder-1.5b \
-  --strategies cot,self_consistency,best_of_n,adaptive_consistency,program_aided --budgets 1,2,4 --limit 10 --seed 0
+  --strategies cot,self_consistency,adaptive_consistency,program_aided,hybrid_consistency --budgets 1,2,4 \
+  --limit 30 --seed 0
 
 run: setup
 	$(BIN)/ponder models pull qwen2.5-coder-1.5b

@@ -265,3 +265,38 @@ def test_more_samples_than_slots_run_in_waves(engine):
     assert len(gens) == sched.n_seq_max + 2
     assert all(0 < g.completion_tokens <= 3 for g in gens)
     assert len(sched.free_slots) + len(sched.cache) == sched.n_seq_max
+
+
+@pytest.mark.slow
+def test_top_k_one_is_greedy_and_penalties_change_the_text(engine):
+    msgs = user("Count: one, two, three,")
+    engine.clear_cache()
+    greedy = run(engine.generate(msgs, SamplingParams(max_tokens=16, temperature=0)))[0].text
+    engine.clear_cache()
+    top1 = run(engine.generate(msgs, SamplingParams(max_tokens=16, temperature=1.5, top_k=1, seed=3)))[0].text
+    assert top1 == greedy  # only the likeliest token survives the top-k stage, whatever the temperature
+    engine.clear_cache()
+    penalised = run(engine.generate(msgs, SamplingParams(max_tokens=16, temperature=0, repetition_penalty=2.0,
+                                                         frequency_penalty=2.0)))[0].text
+    assert penalised != greedy
+
+
+@pytest.mark.slow
+def test_sixty_four_concurrent_requests_with_shared_prefixes_and_evictions_all_complete(engine):
+    # Shared system prompts, mixed n and lengths on a small context: admissions evict cached prefixes while
+    # other roots are still prefilling (this once handed a "busy" marker to llama_memory_seq_cp).
+    system = "You are a terse assistant. " * 12
+
+    async def go():
+        return await asyncio.gather(*[
+            engine.generate((Message("system", system[: 40 + 25 * (i % 7)]), Message("user", f"Say {i}.")),
+                            SamplingParams(max_tokens=4 + i % 5, n=1 + i % 3, seed=i))
+            for i in range(64)
+        ])
+
+    results = run(go())
+    assert [len(r) for r in results] == [1 + i % 3 for i in range(64)]
+    assert all(0 < g.completion_tokens <= 4 + i % 5 for i, r in enumerate(results) for g in r)
+    sched = engine._scheduler
+    assert not sched.jobs and not sched.waiting
+    assert len(sched.free_slots) + len(sched.cache) == sched.n_seq_max

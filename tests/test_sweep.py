@@ -305,3 +305,36 @@ def test_a_cut_off_pool_sample_has_no_answer_and_is_not_right():
     backend = ScriptedBackend(["The answer is 4.", "two plus two is 4 and then " + "more " * 20])
     rows = asyncio.run(run_unit(unit, backend)).samples
     assert [(r.answer, r.correct, r.finish_reason) for r in rows] == [("4", True, "stop"), (None, False, "length")]
+
+
+def test_the_deployed_strategy_on_a_stored_pool_gives_the_curves_estimate_at_k_equals_n(tmp_path):
+    """Curves and strategies share one selection: maj@N from the store equals SelfConsistency(n=N) run on the same
+    samples, on pools built to tie (two answers, two votes each) so that the log-probability tie-break decides."""
+    from ponder.backends.scripted import Reply, ScriptedBackend
+    from ponder.experiments.outcomes import CostModel, pool_outcomes, pool_strategies
+    from ponder.ledger import Ledger
+    from ponder.strategies.self_consistency import SelfConsistency
+    from ponder.tasks.base import grade
+
+    def tied(call, i):
+        q = int(call.last_user.split()[-1].rstrip("?"))
+        seed = (call.params.seed or 0) + i
+        value = ANSWERS[q] + (seed % 2)  # two right, two wrong in every pool of 4
+        return Reply(f"It is {value}.\n\nThe answer is {value}.", logprob=-0.05 * (1 + (seed * 7) % 11))
+
+    backend = ScriptedBackend(tied)
+    config, _, store, _ = sweep(tmp_path, strategies=("self_consistency",), budgets=(4,), backend=backend, limit=8)
+    samples = store.samples()
+    assert all(s.mean_logprob is not None for s in samples)  # pools carry log-probabilities
+    pids = [p.problem_id for p in store.problems()]
+    majority = [s for s in pool_strategies() if s.name == "self_consistency"]
+    (curve,) = pool_outcomes(pids, samples, CostModel(), [4], strategies=majority)
+    problems = {p.id: p for p in load_task(config.task).problems(8)}
+    deployed = []
+    for pid in pids:
+        seed = samples[[s.problem_id for s in samples].index(pid)].seed
+        strategy = SelfConsistency(n=4, seed=seed, temperature=config.temperature)
+        res = asyncio.run(strategy.solve(problems[pid], backend, Ledger()))
+        deployed.append(float(asyncio.run(grade(problems[pid], res.answer))) if res.answer else 0.0)
+    assert curve.correct.tolist() == deployed
+    assert 0 < sum(deployed) < len(deployed)  # the tie-break went both ways: the test can tell them apart

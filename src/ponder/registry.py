@@ -69,6 +69,7 @@ STRATEGIES = Registry("strategy", {
     "tournament": "ponder.strategies.tournament:Tournament",
     "program_aided": "ponder.strategies.program_aided:ProgramAided",
     "hybrid_consistency": "ponder.strategies.hybrid_consistency:HybridConsistency",
+    "compute_optimal": "ponder.strategies.compute_optimal:ComputeOptimal",
 })
 
 VERIFIERS = Registry("verifier", {

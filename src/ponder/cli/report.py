@@ -21,6 +21,7 @@ _HEADLINE = (
     ("best_budget", "  at budget", ""),
     ("best_accuracy", "  accuracy", "pct"),
     ("best_tokens_ratio_vs_greedy", "  tokens vs greedy", "x"),
+    ("gain_over_greedy", "gain over greedy (<= 8x its tokens)", "policy"),
     ("adaptive_token_savings_vs_majority", "adaptive consistency: tokens saved vs maj@N", "pct"),
     ("compute_optimal_vs_best_fixed", "compute-optimal vs the best fixed strategy", "policy"),
     ("compute_optimal_vs_majority", "compute-optimal vs maj@N", "policy"),
@@ -67,3 +68,6 @@ def report(
     console.print(table)
     console.print(f"report: {files.html}")
     console.print(f"summary: {files.summary_md}, {files.summary_json}")
+    if files.policy is not None:
+        console.print(f"policy: {files.policy} (serve it with `ponder serve --policy {files.policy}`, "
+                      "reasoning_effort \"auto\")")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -73,6 +74,8 @@ def serve(
     max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Larger bodies get 413."),
     effort: list[str] = typer.Option([], "--effort", help="reasoning_effort mapping, LEVEL=STRATEGY[-K]."),
     strict_model: bool = typer.Option(False, "--strict-model", help="404 for a model name this server lacks."),
+    policy: Path | None = typer.Option(None, "--policy", help="A compute-optimal policy.json from `ponder report`: "
+                                       "applied per request for reasoning_effort \"auto\"."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for a local model."),
     n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context window for a local model."),
     ray: bool = typer.Option(False, "--ray", help="Serve through --replicas Ray actors, each with its own backend "
@@ -92,9 +95,12 @@ def serve(
         raise typer.Exit(1) from None
     backend = None
     try:
+        efforts = parse_efforts(effort)
+        if policy is not None:
+            efforts = {**efforts, "auto": policy_effort(policy, model if upstream is None else upstream_model)}
         config = ServerConfig(api_key_env=api_key_env, pass_through_key=pass_through_key,
                               max_concurrency=max_concurrency, max_n=max_n,
-                              max_body_bytes=max_body_bytes, efforts=parse_efforts(effort), strict_model=strict_model)
+                              max_body_bytes=max_body_bytes, efforts=efforts, strict_model=strict_model)
         ray_options = None
         if ray or ray_address:
             from ponder.distributed.launch import RayOptions
@@ -110,6 +116,18 @@ def serve(
         raise typer.Exit(2 if isinstance(exc, InvalidParameter) else 1) from None
     finally:
         _close(backend)
+
+
+def policy_effort(path: Path, model: str | None) -> Any:
+    """reasoning_effort "auto": the compute_optimal strategy on this policy file, refused for another model."""
+    from ponder.server.config import Effort
+    from ponder.strategies.compute_optimal import load_policy
+
+    doc = load_policy(path)
+    if model and doc.get("model") and doc["model"] != model and Path(model).stem != doc["model"]:
+        raise InvalidParameter("policy", str(path), f"it was learned on {doc['model']!r}, and this server serves "
+                               f"{model!r}: learn one on this model with ponder sweep + ponder report")
+    return Effort("compute_optimal", {"policy": str(path)})
 
 
 def _close(backend: Any) -> None:

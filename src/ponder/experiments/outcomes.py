@@ -159,6 +159,8 @@ class PoolStrategy:
 
     spec: Pooled
     deployable: bool = True
+    owner: str = ""
+    """The registered strategy that declared it."""
 
     @property
     def name(self) -> str:
@@ -179,9 +181,14 @@ def pool_strategies(stopping_point: Stop | None = None, names: Sequence[str] | N
     from ponder.registry import STRATEGIES
     from ponder.strategies.pooling import declared, majority
 
-    out = [PoolStrategy(replace(p, stop=stopping_point) if stopping_point and p.stop else p)
+    out = [PoolStrategy(replace(p, stop=stopping_point) if stopping_point and p.stop else p, owner=name)
            for name in (names if names is not None else STRATEGIES.names()) for p in declared(STRATEGIES.get(name))]
     return (*out, PoolStrategy(Pooled(COVERAGE, ("cot",), majority), deployable=False))
+
+
+def owners() -> dict[str, tuple[str, Mapping[str, Any]]]:
+    """Curve label -> (the strategy that deploys it, the params that make it select so)."""
+    return {s.name: (s.owner, s.spec.params) for s in pool_strategies() if s.deployable}
 
 
 def _estimate(strategy: PoolStrategy, data: Sequence[PoolData], k: int, seed: int, key: str

@@ -16,7 +16,6 @@ What it ignores: how outcomes are estimated (outcomes.py) and how the report dra
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -25,9 +24,7 @@ import numpy as np
 from ponder.experiments.curves import choose, compute_levels
 from ponder.experiments.outcomes import Outcome, pools_by_problem
 from ponder.experiments.records import SampleRow
-
-AGREEMENT_EDGES = (1.0, 0.5)
-"""Bin 1 (easy): every probe sample agrees; bin 2: at least half agree; bin 3 (hard): fewer."""
+from ponder.strategies.compute_optimal import AGREEMENT_EDGES, POLICY_KIND, agreement, bin_of
 
 
 @dataclass(frozen=True)
@@ -38,15 +35,8 @@ class Probe:
     samples: int = 2
 
     def agreement(self, answers: Sequence[str | None]) -> float:
-        """Share of the probe's samples that give the modal answer (no answer disagrees with everything)."""
-        seen = list(answers[: self.samples])
-        counts = Counter(a for a in seen if a is not None)
-        return (counts.most_common(1)[0][1] if counts else 0) / max(1, len(seen))
-
-
-def bin_of(agreement: float, edges: Sequence[float] = AGREEMENT_EDGES) -> int:
-    """1 = easiest .. len(edges) + 1 = hardest, by the fixed agreement edges."""
-    return next((i + 1 for i, edge in enumerate(edges) if agreement >= edge - 1e-12), len(edges) + 1)
+        """Share of the probe's samples that give the modal answer (the deployed strategy's own rule)."""
+        return agreement(list(answers[: self.samples]))
 
 
 @dataclass(frozen=True)
@@ -139,8 +129,10 @@ def compare(outcomes: Sequence[Outcome], probe: ProbeData, axis: str = "tokens",
             repeats: int = 5, seed: int = 0) -> Comparison:
     """Repeated 2-fold cross-validation of the policy against `baseline` (default: the best fixed strategy of each
     training fold). Each problem is held out once per repeat; its figures are averaged over repeats."""
-    fixed = [o for o in outcomes if o.deployable and np.isfinite(o.correct).all() and np.isfinite(o.cost[axis]).all()]
-    known = probe.bins > 0
+    fixed = [o for o in outcomes if o.deployable and np.isfinite(o.correct).any()]
+    known = probe.bins > 0  # and every fixed strategy has data (a run still in progress has gaps)
+    for o in fixed:
+        known &= np.isfinite(o.correct) & np.isfinite(o.cost[axis])
     n = len(probe.bins)
     sums = np.zeros((4, n))
     held = np.zeros(n)
@@ -222,3 +214,40 @@ def ratio(c: Comparison, resamples: int = 2000, seed: int = 0) -> Ratio:
 
 def _why(r: Ratio, reason: str) -> Ratio:
     return Ratio(r.value, r.ci_low, r.ci_high, r.accuracy_gap, r.accuracy_gap_ci, False, reason)
+
+
+# -- the policy as a file (read by ponder.strategies.compute_optimal) ---------------------------------------------
+
+
+def deployable(outcomes: Sequence[Outcome], probe: ProbeData, axis: str = "tokens") -> Fit | None:
+    """The policy fitted on every problem: the cheapest that matches the best fixed strategy's accuracy."""
+    fixed = [o for o in outcomes if o.deployable and np.isfinite(o.correct).any()]
+    known = probe.bins > 0
+    for o in fixed:
+        known &= np.isfinite(o.correct) & np.isfinite(o.cost[axis])
+    top = best_fixed(fixed, known, axis)
+    if top is None:
+        return None
+    extra = float(np.nanmax(probe.cost)) if np.isfinite(probe.cost).any() else 0.0
+    levels = [*compute_levels(fixed, axis, 24)[:-1], *(compute_levels(fixed, axis, 24)[-1:] + extra)]
+    return _matching_fit(fixed, probe, known, top.accuracy(known), axis, levels)
+
+
+def policy_document(f: Fit, probe: Probe, owners: Mapping[str, tuple[str, Mapping[str, object]]],
+                    config: Mapping[str, object], held_out: Mapping[str, object] | None) -> dict[str, object]:
+    """The JSON a server applies: the probe, the bin edges, and per bin the strategy (registry name, params,
+    budget) to run. `owners` maps a curve's label to its strategy and params (a pooled variant such as
+    best_of_n_max is best_of_n with mode=max)."""
+    choices = {}
+    for b, o in sorted(f.choices.items()):
+        strategy, params = owners.get(o.strategy, (o.strategy, {}))
+        choices[str(b)] = {"strategy": strategy, "params": dict(params), "budget": o.budget, "label": o.label}
+    sampling = config.get("sampling") or {}
+    return {"kind": POLICY_KIND, "version": 1, "model": config.get("model_name") or config.get("model"),
+            "model_sha256": config.get("model_sha256"), "task": config.get("task"),
+            "probe": {"pool": probe.pool, "samples": probe.samples,
+                      "temperature": sampling.get("temperature", config.get("temperature")) if isinstance(
+                          sampling, Mapping) else config.get("temperature"),
+                      "max_tokens": config.get("max_tokens")},
+            "bins": {"by": "agreement of the probe's samples", "edges": list(AGREEMENT_EDGES)},
+            "choices": choices, "level": f.level, "held_out": dict(held_out or {})}

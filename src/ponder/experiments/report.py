@@ -34,6 +34,8 @@ class ReportFiles:
     summary_json: Path
     figures: Mapping[str, Path]
     summary: Mapping[str, Any]
+    policy: Path | None = None
+    """policy.json: the compute-optimal policy fitted on every problem, for `ponder serve --policy`."""
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
@@ -64,7 +66,22 @@ def build_report(store: Any, folder: Path, stopping_point: StoppingPoint | None 
     (folder / "summary.md").write_text(summary_markdown(summary, analysis, name))
     (folder / "index.html").write_text(render_html(analysis, summary, figures, provenance, samples, name))
     return ReportFiles(folder, folder / "index.html", folder / "summary.md", folder / "summary.json", figures,
-                       summary)
+                       summary, _write_policy(analysis, config, summary, folder))
+
+
+def _write_policy(a: Any, config: Mapping[str, Any], summary: Mapping[str, Any], folder: Path) -> Path | None:
+    """policy.json, when the run has a probe pool and the policy can match the best fixed strategy."""
+    from ponder.experiments import policy
+    from ponder.experiments.outcomes import owners
+
+    fit = policy.deployable(a.outcomes, a.probe) if a.probe is not None else None
+    if fit is None:
+        return None
+    held_out = summary.get("compute_optimal_vs_best_fixed")
+    doc = policy.policy_document(fit, policy.Probe(), owners(), config, held_out)
+    path = folder / "policy.json"
+    path.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
+    return path
 
 
 def _jsonable(v: Any) -> Any:
@@ -123,6 +140,7 @@ def summary_markdown(s: Mapping[str, Any], a: Analysis, name: str = "") -> str:
         f"- Coverage (pass@k, oracle): {_at_k(s['pass_at_k'])}",
         f"- Best deployable strategy: {s['best_strategy']}@{s['best_budget']} at "
         f"{_fmt(s['best_accuracy'], pct=True)}, using {_fmt(s['best_tokens_ratio_vs_greedy'])}x greedy's tokens",
+        f"- Gain over greedy: {s['gain_over_greedy']['text'] if s['gain_over_greedy'] else 'n/a'}",
         f"- Adaptive consistency saves {_fmt(s['adaptive_token_savings_vs_majority'], pct=True)} of the tokens "
         f"of maj@{s['majority_largest_budget']}",
         f"- Compute-optimal policy (probe-binned, 5 x 2-fold held out, tokens): "

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ponder.experiments import curves, policy
+from ponder.experiments import curves, gains, policy
 from ponder.experiments.estimators import SUBSET_DRAWS
 from ponder.experiments.outcomes import (
     AXES,
@@ -138,6 +138,7 @@ def headline(a: Analysis) -> dict[str, Any]:
         "best_budget": best.budget if best else None,
         "best_accuracy": best.accuracy() if best else None,
         "best_tokens_ratio_vs_greedy": _ratio(best, greedy, "tokens"),
+        "gain_over_greedy": _gain_over_greedy(a, greedy),
         "adaptive_token_savings_vs_majority": (1.0 - r) if (r := _ratio(adaptive, majority, "tokens")) is not None
         else None,
         "compute_optimal_vs_best_fixed": _policy_figure(a, "best_fixed"),
@@ -156,6 +157,24 @@ def headline(a: Analysis) -> dict[str, Any]:
                                for f in a.fits if f.axis == "tokens"},
     }
     return {k: _clean(v) for k, v in out.items()}
+
+
+GAIN_TOKEN_CAP = 8.0
+"""The headline gain over greedy is the best deployable strategy within this many times greedy's tokens."""
+
+
+def _gain_over_greedy(a: Analysis, greedy: Outcome | None) -> dict[str, Any] | None:
+    """The best deployable strategy within GAIN_TOKEN_CAP x greedy's tokens, its paired gain and interval."""
+    if greedy is None:
+        return None
+    candidates = gains.gains_over(greedy, a.outcomes, "tokens", GAIN_TOKEN_CAP)
+    top = gains.best(candidates)
+    if top is None:
+        return None
+    return {**top.to_dict(), "candidates": len(candidates),
+            "text": f"{top.label}: {100 * top.gain:+.1f} points over greedy (paired 95% CI "
+                    f"{100 * top.gain_ci[0]:+.1f} to {100 * top.gain_ci[1]:+.1f}) at {top.cost_ratio:.2f}x its "
+                    f"tokens, best of {len(candidates)} within {GAIN_TOKEN_CAP:g}x"}
 
 
 def _policy_figure(a: Analysis, name: str) -> dict[str, Any] | None:

@@ -151,7 +151,7 @@ def stable_seed(*parts: object) -> int:
 
 def _system_override(kind: str) -> dict[str, Any]:
     # Programs are asked for by the code task's own question; the math system prompt would ask for "The answer is N".
-    return {"system": "", "system_prompt": ""} if kind == "code" else {}
+    return {"system": ""} if kind == "code" else {}
 
 
 def plan(config: SweepConfig, problems: Sequence[Problem]) -> list[Unit]:

@@ -106,7 +106,9 @@ def _params(strategy: Any) -> dict[str, Any]:
 
 def _choice_block(o: Outcome) -> dict[str, Any]:
     r = o.result
+    decision = next((dict(t) for t in r.trace if t.get("event") == "policy"), None)
     return {
+        **({"policy": decision} if decision else {}),
         "index": o.index,
         "answer": r.answer,
         "votes": dict(r.votes),

@@ -35,8 +35,6 @@ from ponder.types import Message, Problem
 
 # `STRATEGY-K:MODEL`: a prefix that looks like a strategy (lower-case words, optional -K) before the first colon.
 _MODEL_STRATEGY = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?)(?:-(?P<k>\d+))?:(?P<model>.+)$")
-# Strategies whose last policy call is the answer text itself: their answer can be streamed as it is decoded.
-LIVE_CONTENT = frozenset({"cot", "budget_forcing"})
 PLAIN_TEMPERATURE = 1.0  # OpenAI's default; our cot's own default (greedy) is for benchmarks
 _SEED_STRIDE = 1000  # choice i of a seeded request runs with seed + 1000 i, so its samples never overlap
 
@@ -72,7 +70,7 @@ class Plan:
 
     @property
     def live_content(self) -> bool:
-        return self.label in LIVE_CONTENT
+        return bool(getattr(self.strategy, "streams_answer", False))
 
     def for_choice(self, i: int) -> Any:
         seed = getattr(self.strategy, "seed", None)

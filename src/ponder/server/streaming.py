@@ -2,7 +2,7 @@
 
 A streamed request runs its plan in a task; the Tap sends text as it is decoded: thinking as `reasoning_content`
 deltas (as vLLM and DeepSeek do), and the answer as `content` deltas for strategies that decode it last
-(routing.LIVE_CONTENT). For the others the answer is known only when solve() returns; it is sent then, with SSE
+(a strategy's `streams_answer`). For the others the answer is known only when solve() returns; it is sent then, with SSE
 comments (`: keep-alive`) meanwhile. The last chunk carries finish_reason and the `ponder` block; with
 `stream_options.include_usage` a usage chunk with no choices follows, as OpenAI sends it.
 

@@ -6,7 +6,7 @@ to each call and, when the request streams, forwards the text of single-generati
 `(choice, channel, text)`:
 
 - a call whose assistant prefix has an unclosed `<think>` is thinking: its text goes out as "reasoning";
-- any other call goes out as "content", but only for strategies whose last call is the answer (routing.LIVE_CONTENT);
+- any other call goes out as "content", but only for strategies whose last call is the answer (`streams_answer`);
   for the rest the answer is known only when solve() returns, and the server streams it then.
 
 Text the strategy adds between calls (budget forcing's "Wait", its "Final answer:" primer) is part of the next

@@ -103,7 +103,7 @@ class BeamSearch:
     """How step scores make a beam's score: "last" (Snell et al. 2024 with a PRM), "min" or "prod"."""
     select: str = "weighted"
     """Final choice among finished candidates: "weighted" best-of-N (sum of scores per answer) or "max"."""
-    system_prompt: str = SYSTEM_PROMPT
+    system: str = SYSTEM_PROMPT
     """Asks for blank-line-separated steps and a closing "The answer is" line."""
     seed: int | None = None
     """Base seed; every backend call gets its own seed from it, so a search is reproducible. None: unseeded."""
@@ -132,7 +132,7 @@ class BeamSearch:
     async def solve(self, problem: Problem, backend: object, ledger: Ledger) -> Result:
         policy = ledger.meter(backend, "policy")
         verifier = resolve_verifier(self.verifier, ledger.meter(backend, "verifier"))
-        messages = problem.messages(self.system_prompt or None)
+        messages = problem.messages(self.system or None)
         active = [Beam("", subtree=i if self.dvts else 0) for i in range(self.beam_width)]
         finished: list[Beam] = []
         trace: list[dict[str, Any]] = []

@@ -72,7 +72,7 @@ class BestOfN(Sampled):
     name: ClassVar[str] = "best_of_n"
     pooled: ClassVar[tuple[Pooled, ...]] = (
         Pooled("best_of_n", ("cot",), scored("weighted"), needs_scores=True),
-        Pooled("best_of_n_max", ("cot",), scored("max"), needs_scores=True),
+        Pooled("best_of_n_max", ("cot",), scored("max"), needs_scores=True, params={"mode": "max"}),
     )
     paper: ClassVar[str] = ("Cobbe et al. 2021, Training Verifiers to Solve Math Word Problems (arXiv:2110.14168); "
                             "Snell et al. 2024, Scaling LLM Test-Time Compute Optimally (arXiv:2408.03314)")

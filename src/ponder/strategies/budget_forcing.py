@@ -33,6 +33,8 @@ class BudgetForcing:
     """s1-style budget forcing: extend short thinking with "Wait", cut long thinking and force the answer."""
 
     name: ClassVar[str] = "budget_forcing"
+    streams_answer: ClassVar[bool] = True
+    """Its last policy call is the answer itself, so the server can stream the answer as it is decoded."""
 
     min_thinking_tokens: int = 0
     """Thinking that ends before this many tokens is extended with `wait_text` (s1, Muennighoff et al. 2025, §3.1)."""
@@ -48,7 +50,7 @@ class BudgetForcing:
     """Sampling temperature of thinking and answer; s1 decodes greedily."""
     base_thinking_tokens: int = 128
     """at_budget(k) sets max_thinking_tokens = k x this (and min scaled in proportion), for sweeps."""
-    system_prompt: str = SYSTEM_PROMPT
+    system: str = SYSTEM_PROMPT
     """Tells models not trained to think in tags to reason inside <think>...</think>."""
     seed: int | None = None
     """Seed of every call (continuations of one text); None: unseeded."""
@@ -71,7 +73,7 @@ class BudgetForcing:
         return replace(self, max_thinking_tokens=top, min_thinking_tokens=low)
 
     async def solve(self, problem: Problem, backend: object, ledger: Ledger) -> Result:
-        messages = problem.messages(self.system_prompt or None)
+        messages = problem.messages(self.system or None)
         trace: list[dict[str, Any]] = []
         thinking, used, forced, exhausted = await self._think(messages, backend, ledger, trace)
         answer_prefix = f"{THINK_OPEN}{thinking.rstrip()}\n{THINK_CLOSE}\n\n"

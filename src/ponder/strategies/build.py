@@ -20,7 +20,7 @@ from ponder.registry import STRATEGIES
 OPTION_FIELDS: Mapping[str, tuple[str, ...]] = {
     "n": ("n", "n_max"),
     "temperature": ("temperature",),
-    "max_tokens": ("max_tokens",),
+    "max_tokens": ("max_tokens", "answer_max_tokens", "max_step_tokens"),  # the most tokens of one generation
     "verifier": ("verifier",),
     "seed": ("seed",),
 }

@@ -17,6 +17,8 @@ class ChainOfThought(Sampled):
 
     name: ClassVar[str] = "cot"
     paper: ClassVar[str] = "Wei et al. 2022, Chain-of-Thought Prompting (arXiv:2201.11903)"
+    streams_answer: ClassVar[bool] = True
+    """Its last policy call is the answer itself, so the server can stream the answer as it is decoded."""
 
     temperature: float = 0.0
     """0 = greedy decoding, the usual single-sample baseline (Wei et al. 2022); > 0 samples once."""

@@ -10,8 +10,8 @@ construction, tie-breaks included. What it ignores: drawing, grading and the sub
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ponder.types import Candidate
 
@@ -49,6 +49,8 @@ class Pooled:
     """Only where every sample carries a verifier score."""
     stop: Stop | None = None
     """Sequential (adaptive) strategies consume their one pool in order and stop early: the curve simulates it."""
+    params: Mapping[str, object] = field(default_factory=dict)
+    """The strategy fields that make the deployed strategy select as this curve does (best_of_n_max: mode=max)."""
 
 
 def majority(samples: Sequence[PoolSample]) -> str | None:

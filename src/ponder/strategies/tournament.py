@@ -57,7 +57,7 @@ class Tournament:
     """Sampling temperature of the responses; diversity is what the tournament chooses among."""
     max_tokens: int = 512
     """Most tokens per response."""
-    system_prompt: str = ""
+    system: str = ""
     """An optional system prompt for the responses."""
     seed: int | None = None
     """Base seed of the responses (response i takes seed + i); None: unseeded."""
@@ -74,7 +74,7 @@ class Tournament:
         policy = ledger.meter(backend, "policy")
         params = SamplingParams(n=self.n, max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
         try:
-            gens = await policy.generate(problem.messages(self.system_prompt or None), params)
+            gens = await policy.generate(problem.messages(self.system or None), params)
         except BudgetExhausted as e:
             trace = ({"event": "budget_exhausted", "during": "sampling", "detail": str(e)},)
             return Result(None, "", self.name, (), {}, ledger.usage_by_role, True, trace)
