@@ -77,15 +77,26 @@ def test_streamed_request_to_a_dead_backend_still_gets_its_status() -> None:
 
 @pytest.mark.parametrize(("body", "status"), [
     (b"{not json", 400),
-    ({"model": MODEL}, 422),
-    ({**CHAT, "messages": []}, 422),
-    ({**CHAT, "temperature": -1}, 422),
-    ({**CHAT, "n": 0}, 422),
+    ({"model": MODEL}, 400),
+    ({**CHAT, "messages": []}, 400),
+    ({**CHAT, "temperature": -1}, 400),
+    ({**CHAT, "n": 0}, 400),
+    ({**CHAT, "top_k": "many"}, 400),
+    ({**CHAT, "top_k": -2}, 400),
+    ({**CHAT, "min_p": 1.5}, 400),
+    ({**CHAT, "repetition_penalty": 0}, 400),
+    ({**CHAT, "presence_penalty": 3}, 400),
+    ({**CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400),
+    ({**CHAT, "response_format": {"type": "json_object"}}, 400),
+    ({**CHAT, "logit_bias": {"1": 5}}, 400),
+    ({**CHAT, "logprobs": True, "stream": True}, 400),
+    ({**CHAT, "top_logprobs": 2}, 400),
+    ({**CHAT, "logprobs": True, "ponder": {"strategy": "budget_forcing"}}, 400),
     ({**CHAT, "n": 17}, 400),
     ({**CHAT, "stop": [""]}, 400),
     ({**CHAT, "ponder": {"strategy": "cot", "params": {"max_tokens": -3}}}, 400),
     ({**CHAT, "ponder": {"strategy": "cot", "params": {"temperature": "hot"}}}, 400),
-    ({**CHAT, "ponder": {"strategy": "cot", "budget": {"tokens": 0}}}, 422),
+    ({**CHAT, "ponder": {"strategy": "cot", "budget": {"tokens": 0}}}, 400),
     ({**CHAT, "model": "cot-0:tiny"}, 400),
 ])
 def test_bad_requests_are_4xx_in_openai_shape(body: object, status: int) -> None:
@@ -255,3 +266,37 @@ def test_pass_through_key_reaches_the_upstream_and_no_log(monkeypatch, caplog) -
         without = create_app(backend)  # pass-through off: the proxy's own (missing) key is used, and refused
         assert post(without, headers={"authorization": f"Bearer {client_key}"}).status_code == 502
     assert client_key not in caplog.text
+
+
+def test_sampler_fields_reach_every_backend_call_and_harmless_extras_are_accepted() -> None:
+    seen = []
+
+    def answer(call, i):
+        seen.append(call.params)
+        return "The answer is 4."
+
+    app = create_app(ScriptedBackend(answer, model=MODEL))
+    body = {**CHAT, "top_k": 20, "min_p": 0.05, "repetition_penalty": 1.05, "presence_penalty": 0.5,
+            "frequency_penalty": 0.25, "top_p": 0.8, "user": "u1", "metadata": {"a": "b"}, "tool_choice": "none",
+            "ponder": {"strategy": "self_consistency", "params": {"n": 3}}}
+    r = post(app, body=body)
+    assert r.status_code == 200, r.text
+    assert seen and all((p.top_k, p.min_p, p.repetition_penalty, p.presence_penalty, p.frequency_penalty, p.top_p)
+                        == (20, 0.05, 1.05, 0.5, 0.25, 0.8) for p in seen)
+
+
+def test_an_unhonoured_field_is_named_in_the_400() -> None:
+    app = create_app(ScriptedBackend(lambda call, i: "The answer is 4.", model=MODEL))
+    error = assert_openai_error(post(app, body={**CHAT, "response_format": {"type": "json_object"}}), 400)
+    assert error["param"] == "response_format" and "response_format" in error["message"]
+
+
+def test_logprobs_of_the_chosen_answer_are_returned_in_both_shapes() -> None:
+    app = create_app(ScriptedBackend(lambda call, i: "The answer is 4.", model=MODEL))
+    chat = post(app, body={**CHAT, "logprobs": True, "top_logprobs": 2}).json()
+    content = chat["choices"][0]["logprobs"]["content"]
+    assert "".join(t["token"] for t in content) == chat["choices"][0]["message"]["content"]
+    assert all(t["logprob"] <= 0 and isinstance(t["top_logprobs"], list) for t in content)
+    text = post(app, "/v1/completions", {"model": MODEL, "prompt": "2+2?", "logprobs": 1}).json()["choices"][0]
+    assert "".join(text["logprobs"]["tokens"]) == text["text"]
+    assert len(text["logprobs"]["token_logprobs"]) == len(text["logprobs"]["text_offset"])

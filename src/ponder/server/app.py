@@ -35,7 +35,7 @@ from ponder.server.streaming import StreamRun
 
 WATCH_AFTER_S = 0.05
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 500, 502, 503, 504)
+    status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 500, 502, 503, 504)
 }
 
 

@@ -4,7 +4,7 @@ FastAPI's body parameters go through json.loads, dependency solving and a second
 generation endpoints that was about a quarter of the server's own time per request. The handlers read the bytes
 and call `Model.model_validate_json` instead, which parses and validates in one pass in Rust. Because FastAPI
 then no longer sees the body, `declare_bodies` adds each endpoint's request schema to /openapi.json (so clients
-and schemathesis still see it). A body that is not JSON is a 400; one that does not fit the schema is a 422.
+and schemathesis still see it). A body that is not JSON, or that does not fit the schema, is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ T = TypeVar("T", bound=BaseModel)
 
 
 def validation_error(errors: Sequence[Mapping[str, Any]]) -> ApiError:
-    """The ApiError for pydantic errors: 400 for malformed JSON, else 422, naming the first bad field."""
+    """The ApiError for pydantic errors: a 400 (as OpenAI answers a bad parameter), naming the first bad field."""
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     message = f"invalid request: {param or 'body'}: {first.get('msg', 'does not match the schema')}"
-    status = 400 if any(e.get("type") == "json_invalid" for e in errors) else 422
-    return ApiError(status, message, param=param, code="invalid_request")
+    return ApiError(400, message, param=param, code="invalid_request")
 
 
 async def parse(request: Request, model: type[T]) -> T:
