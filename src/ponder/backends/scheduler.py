@@ -55,6 +55,18 @@ def sampler_chain(p: SamplingParams, seed: int, n_vocab: int) -> Any:
     return chain
 
 
+@dataclass(frozen=True)
+class PrefixSource:
+    """Where a new request's root can copy its prompt's KV cells from."""
+
+    slot: int | None
+    """The sequence holding them; None: nothing shared, prefill from scratch."""
+    match: int
+    """How many leading prompt tokens it shares."""
+    busy: bool = False
+    """It is a root still prefilling: wait for it rather than prefill the same tokens twice."""
+
+
 class Sink(Protocol):
     """Where a job's results go (called from the scheduler thread)."""
 
@@ -203,51 +215,53 @@ class Scheduler:
             self._fork(job)
         while self.waiting:
             job = self.waiting[0]
-            source, match = self._best_source(job)
-            if source == "busy":
+            src = self._best_source(job)
+            if src.busy:
                 break  # a root still prefilling will share this prompt: wait for it instead of prefilling twice
             need_slots = 1 if job.params.n == 1 else 2  # a root that can always fork one sample (no deadlock)
             cells = len(job.head) + job.per_sample
-            if not (self._make_room(cells, need_slots, keep=source) or self._make_room(cells, need_slots)):
+            if not (self._make_room(cells, need_slots, keep=src.slot) or self._make_room(cells, need_slots)):
                 if not self.jobs and not self.cache:
                     self.waiting.pop(0)
                     job.sink.fail(ContextOverflow("the request cannot fit in the context: raise n_ctx"))
                     continue
                 break
+            if src.slot is not None and src.slot not in self.cache and not self._is_root(src.slot):
+                src = self._best_source(job)  # eviction took the first choice
+                if src.busy:
+                    break
             self.waiting.pop(0)
-            if source is not None and source not in self.cache and not self._is_root(source):
-                source, match = self._best_source(job)  # eviction took the first choice
             try:
-                self._start_root(job, source, match)
+                self._start_root(job, src)
             except Exception as exc:  # fail this request alone; never leave it unanswered
                 self._fail(job, BackendError(f"could not start the request: {exc}"))
 
-    def _best_source(self, job: Job) -> tuple[Any, int]:
-        """The slot whose KV shares the longest prefix with job.head: ("busy", n) if a prefilling root wins."""
-        best: tuple[Any, int] = (None, 0)
+    def _best_source(self, job: Job) -> PrefixSource:
+        """The slot whose KV shares the longest prefix with job.head (busy if a root still prefilling wins)."""
+        best = PrefixSource(None, 0)
         for slot, tokens in self.cache.items():
             n = common_prefix_len(tokens, job.head)
-            if n > best[1]:
-                best = (slot, n)
+            if n > best.match:
+                best = PrefixSource(slot, n)
         for other in self.jobs:
             if other.root is not None and other.forked < other.params.n:
                 n = common_prefix_len(other.head, job.head)
-                if n > best[1]:
-                    best = (other.root if other.prefilled == len(other.head) else "busy", n)
+                if n > best.match:
+                    best = PrefixSource(other.root, n, busy=other.prefilled < len(other.head))
         return best
 
     def _is_root(self, slot: int) -> bool:
         return any(j.root == slot for j in self.jobs)
 
-    def _start_root(self, job: Job, source: Any, match: int) -> None:
+    def _start_root(self, job: Job, src: PrefixSource) -> None:
         self.jobs.append(job)  # first, so that _drop can undo whatever follows
         job.root = self.free_slots.pop()
         job.reserved = len(job.head) + job.per_sample
-        if source is not None and match > 0:
-            L.llama_memory_seq_cp(self.mem, source, job.root, 0, match)
-            if source in self.cache:
-                self.cache.move_to_end(source)
-            job.prefilled = job.cached = match
+        if src.slot is not None and src.match > 0:
+            L.llama_memory_seq_cp(self.mem, src.slot, job.root, 0, src.match)
+            if src.slot in self.cache:
+                self.cache.move_to_end(src.slot)
+            job.prefilled = job.cached = src.match
             self.stats["cache_hits"] += 1
         if job.prefilled == len(job.head):
             self._fork(job)
