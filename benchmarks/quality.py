@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from figures import quality_table  # benchmarks/figures.py: the README's blocks
 from ponder.benchmarking import write_result
 from ponder.experiments.gains import best, gains_over, paired_gain
 from ponder.experiments.store import Store
@@ -74,16 +75,20 @@ def _acc(a: Analysis, strategy: str, k: int, mask: np.ndarray | None = None) -> 
 
 
 def sampler_comparison(chosen: Analysis, pure: Analysis, chosen_cfg: dict, pure_cfg: dict) -> dict[str, Any]:
-    """Single-sample accuracy, maj@k and pass@k of both samplers on the problems the pure run holds."""
-    mask = np.isin(np.array(chosen.pids), np.array(pure.pids))
+    """Single-sample accuracy, maj@k and pass@k of both samplers on the problems both runs have pools for."""
+    held = pure.outcome("self_consistency", 1)
+    done = [pid for pid, c in zip(pure.pids, held.correct, strict=True) if np.isfinite(c)] if held else []
+    mask = np.isin(np.array(chosen.pids), np.array(done))
     out: dict[str, Any] = {"n_problems": int(mask.sum()), "chosen_sampler": chosen_cfg.get("sampling"),
                            "pure_sampler": pure_cfg.get("sampling")}
-    for name, a, m in (("chosen", chosen, mask), ("pure", pure, None)):
+    pure_mask = np.isin(np.array(pure.pids), np.array(done))
+    for name, a, m in (("chosen", chosen, mask), ("pure", pure, pure_mask)):
         out[name] = {f"{metric}_at_{k}": _acc(a, strategy, k, m) for metric, strategy in
                      (("maj", "self_consistency"), ("pass", "pass_at_k")) for k in (1, 2, 4)}
     c1, p1 = chosen.outcome("self_consistency", 1), pure.outcome("self_consistency", 1)
     if c1 is not None and p1 is not None:
         aligned = type(c1)(c1.strategy, c1.budget, c1.correct[mask], {a: v[mask] for a, v in c1.cost.items()})
+        p1 = type(p1)(p1.strategy, p1.budget, p1.correct[pure_mask], {a: v[pure_mask] for a, v in p1.cost.items()})
         g = paired_gain(aligned, p1)
         out["single_sample_gain_of_chosen"] = {"gain": g.gain, "ci": list(g.gain_ci)}
     return out
@@ -129,52 +134,6 @@ def analyse(runs: Path) -> dict[str, Any]:
     return result
 
 
-def pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def points(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:+.1f}"
-
-
-def figures_markdown(q: dict[str, Any]) -> str:
-    """The README's table of quality figures, formatted from quality.json (a test checks that they match)."""
-    lines = [
-        "| figure | value |",
-        "|---|---|",
-        f"| problems (GSM8K test, first N) | {q['n_problems']} |",
-        f"| greedy chain of thought | {pct(q['greedy_accuracy'])} "
-        f"({q['greedy_tokens_per_problem']:.0f} tokens per problem) |",
-        f"| best strategy within {MAX_TOKENS_RATIO:g}x greedy's tokens | `{q['best_strategy']}`: "
-        f"{pct(q['best_accuracy'])} ({q['tokens_per_problem']:.0f} tokens, "
-        f"{q['tokens_ratio_vs_greedy']:.2f}x greedy) |",
-        f"| its gain over greedy (paired 95% bootstrap interval) | {points(q['gain_over_greedy'])} points "
-        f"({points(q['gain_over_greedy_ci_low'])} to {points(q['gain_over_greedy_ci_high'])}) |",
-    ]
-    for label in ("self_consistency@8", "program_aided@8", "hybrid_consistency@4"):
-        g = next((c for c in q["candidates"] if c["label"] == label), None)
-        if g is not None:
-            lines.append(f"| `{label}` | {pct(g['accuracy'])}, gain {points(g['gain'])} "
-                         f"({points(g['gain_ci'][0])} to {points(g['gain_ci'][1])}), {g['cost_ratio']:.2f}x tokens |")
-    pk = q.get("pass_at_k") or {}
-    if pk:
-        lines.append(f"| pass@1 / @4 / @8 (oracle coverage) | {pct(pk.get('1'))} / {pct(pk.get('4'))} / "
-                     f"{pct(pk.get('8'))} |")
-    sc = q.get("sampler_comparison")
-    if sc:
-        for name in ("pure", "chosen"):
-            s = sc[name]
-            lines.append(f"| {name} sampler, first {sc['n_problems']}: maj@1 / @2 / @4; pass@4 | "
-                         f"{pct(s['maj_at_1'])} / {pct(s['maj_at_2'])} / {pct(s['maj_at_4'])}; "
-                         f"{pct(s['pass_at_4'])} |")
-    for key, label in (("compute_optimal_vs_best_fixed", "the best fixed strategy"),
-                       ("compute_optimal_vs_majority", "maj@8")):
-        fig = q.get(key)
-        if fig:
-            lines.append(f"| compute-optimal policy vs {label} (probe-binned, 5 x 2-fold) | {fig['text']} |")
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
@@ -190,7 +149,7 @@ def main() -> None:
         generate(runs, args.model, args.limit, args.pure_limit, args.concurrency)
     result = analyse(runs)
     write_result(result, args.out)
-    print(figures_markdown(result))
+    print(quality_table(result))
 
 
 if __name__ == "__main__":

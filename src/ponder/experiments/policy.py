@@ -104,7 +104,7 @@ def _matching_fit(outcomes: Sequence[Outcome], probe: ProbeData, train: np.ndarr
         if f is None:
             continue
         correct, _ = f.apply(probe.bins, axis, probe.cost)
-        if float(np.nanmean(correct[train])) + 1e-12 >= target:
+        if np.isfinite(correct[train]).any() and float(np.nanmean(correct[train])) + 1e-12 >= target:
             return f
     return None
 

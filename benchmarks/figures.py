@@ -1,0 +1,108 @@
+"""The README's benchmark figures, formatted from the committed JSON in benchmarks/results/.
+
+    .venv/bin/python benchmarks/figures.py      # prints every block the README quotes
+
+tests/test_readme_figures.py checks that the README contains each block exactly as formatted here, so a figure
+in the README is always the one a committed benchmark printed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+GAIN_TOKEN_CAP = 8.0
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def points(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}"
+
+
+def quality_table(q: dict[str, Any]) -> str:
+    """quality.json: greedy, the best strategy within the token cap and its paired gain, the main strategies,
+    coverage, the two samplers, and the compute-optimal policy."""
+    lines = [
+        "| figure | value |",
+        "|---|---|",
+        f"| problems (GSM8K test, the first N) | {q['n_problems']} |",
+        f"| greedy chain of thought | {pct(q['greedy_accuracy'])} "
+        f"({q['greedy_tokens_per_problem']:.0f} tokens per problem) |",
+        f"| best strategy within {GAIN_TOKEN_CAP:g}x greedy's tokens | `{q['best_strategy']}`: "
+        f"{pct(q['best_accuracy'])} ({q['tokens_per_problem']:.0f} tokens, "
+        f"{q['tokens_ratio_vs_greedy']:.2f}x greedy) |",
+        f"| its gain over greedy (paired 95% bootstrap interval) | {points(q['gain_over_greedy'])} points "
+        f"({points(q['gain_over_greedy_ci_low'])} to {points(q['gain_over_greedy_ci_high'])}) |",
+    ]
+    for label in ("self_consistency@8", "program_aided@1", "program_aided@8", "hybrid_consistency@1",
+                  "hybrid_consistency@4", "adaptive_consistency@8"):
+        g = next((c for c in q["candidates"] if c["label"] == label), None)
+        if g is not None:
+            lines.append(f"| `{label}` | {pct(g['accuracy'])}, gain {points(g['gain'])} "
+                         f"({points(g['gain_ci'][0])} to {points(g['gain_ci'][1])}), {g['cost_ratio']:.2f}x tokens |")
+    pk = q.get("pass_at_k") or {}
+    if pk:
+        lines.append(f"| chain-of-thought pass@1 / @4 / @8 (oracle coverage) | {pct(pk.get('1'))} / "
+                     f"{pct(pk.get('4'))} / {pct(pk.get('8'))} |")
+    sc = q.get("sampler_comparison")
+    if sc:
+        for name, what in (("pure", "pure temperature (T 0.8, no truncation)"),
+                           ("chosen", "Qwen's sampler (T 0.7, top_p 0.8, top_k 20, rep. 1.05)")):
+            s = sc[name]
+            lines.append(f"| {what}, first {sc['n_problems']}: maj@1 / @2 / @4; pass@4 | "
+                         f"{pct(s['maj_at_1'])} / {pct(s['maj_at_2'])} / {pct(s['maj_at_4'])}; "
+                         f"{pct(s['pass_at_4'])} |")
+        g = sc.get("single_sample_gain_of_chosen")
+        if g:
+            lines.append(f"| single-sample gain of Qwen's sampler over pure temperature (paired) | "
+                         f"{points(g['gain'])} points ({points(g['ci'][0])} to {points(g['ci'][1])}) |")
+    for key, label in (("compute_optimal_vs_best_fixed", "the best fixed strategy"),
+                       ("compute_optimal_vs_majority", "maj@8")):
+        fig = q.get(key)
+        if fig:
+            lines.append(f"| compute-optimal policy vs {label} (probe-binned, 5 x 2-fold held out) | {fig['text']} |")
+    return "\n".join(lines) + "\n"
+
+
+def engine_row(e: dict[str, Any]) -> str:
+    s, b, c = e["sequential"], e["batched"], e["concurrent"]
+    return (f"(a) {s['tok_s_median']:.1f} tok/s ({s['tok_s_min']:.1f}–{s['tok_s_max']:.1f}), "
+            f"(b) {b['tok_s_median']:.1f} ({b['tok_s_min']:.1f}–{b['tok_s_max']:.1f}), "
+            f"(c) {c['tok_s_median']:.1f} ({c['tok_s_min']:.1f}–{c['tok_s_max']:.1f}); "
+            f"**b/a {e['ratio_batched_vs_sequential']:.2f}, c/a {e['ratio_concurrent_vs_sequential']:.2f}**")
+
+
+def server_row(s: dict[str, Any]) -> str:
+    return (f"concurrency 1: p50 +{s['p50_overhead_ms_c1']:.1f} ms, p99 +{s['p99_overhead_ms_c1']:.1f} ms; "
+            f"concurrency 32: **p50 +{s['p50_overhead_ms_c32']:.1f} ms, p99 +{s['p99_overhead_ms_c32']:.1f} ms**")
+
+
+def ray_row(r: dict[str, Any]) -> str:
+    runs = r["overhead_pct_1_actor_paired_runs"]
+    return (f"in-process {r['in_process']['problems_per_min']:.1f}, Ray 1 actor "
+            f"{r['ray_1_actor']['problems_per_min']:.1f}, Ray 2 actors {r['ray_2_actors']['problems_per_min']:.1f}; "
+            f"**overhead with 1 actor {r['overhead_pct_1_actor']:+.1f}%** (paired runs {min(runs):+.0f}% to "
+            f"{max(runs):+.0f}%)")
+
+
+def blocks() -> dict[str, str]:
+    """Every block the README quotes, by the JSON it comes from."""
+    out = {"engine.json": engine_row(load("engine")), "server.json": server_row(load("server")),
+           "ray.json": ray_row(load("ray"))}
+    if (RESULTS / "quality.json").exists():
+        out["quality.json"] = quality_table(load("quality"))
+    return out
+
+
+if __name__ == "__main__":
+    for name, text in blocks().items():
+        print(f"<!-- {name} -->\n{text}\n")
