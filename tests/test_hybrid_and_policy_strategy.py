@@ -90,3 +90,24 @@ def test_report_writes_a_policy_that_the_strategy_loads(tmp_path):
     strategy = ComputeOptimal(policy=str(files.policy))
     for b in doc["choices"]:
         assert strategy.chosen_strategy(int(b)) is not None
+
+
+def test_the_server_applies_the_policy_for_reasoning_effort_auto(tmp_path):
+    from ponder.server import ServerConfig, create_app
+    from ponder.server.config import DEFAULT_EFFORTS, Effort
+    from test_server_errors import post
+
+    path = policy_file(tmp_path, {"1": {"strategy": "cot", "params": {}, "budget": 1, "label": "cot@1"},
+                                  "3": {"strategy": "self_consistency", "params": {}, "budget": 3,
+                                        "label": "self_consistency@3"}})
+    config = ServerConfig(efforts={**DEFAULT_EFFORTS, "auto": Effort("compute_optimal", {"policy": path})})
+    app = create_app(ScriptedBackend(lambda call, i: "The answer is 408.", model="tiny"), config=config)
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "What is 17 * 24?"}],
+            "reasoning_effort": "auto", "ponder": {"kind": "math"}}
+    r = post(app, body=body)
+    assert r.status_code == 200, r.text
+    decision = r.json()["ponder"]["choices"][0]["policy"]
+    assert decision["bin"] == 1 and decision["strategy"] == "cot@1" and decision["probe_tokens"] > 0
+    assert r.json()["choices"][0]["message"]["content"] == "The answer is 408."
+    without = create_app(ScriptedBackend(lambda call, i: "4", model="tiny"))
+    assert post(without, body=body).status_code == 400  # no --policy: "auto" is not a level

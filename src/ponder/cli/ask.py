@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from ponder.backends.overrides import Overrides, WithOverrides
 from ponder.cli import app
 from ponder.compute import ComputeReport
 from ponder.errors import InvalidParameter, PonderError, UnknownName
@@ -46,11 +47,12 @@ async def _maybe_await(value: Any) -> Any:
 
 
 async def _run(strategy: Any, problem: Problem, model: str, budget: Budget,
-               backend_options: Mapping[str, Any]) -> tuple[Result, Ledger, Any]:
+               backend_options: Mapping[str, Any], overrides: Overrides | None = None) -> tuple[Result, Ledger, Any]:
     backend = await _maybe_await(open_backend(model, **backend_options))
     try:
         ledger = Ledger(budget, model=getattr(backend, "model", model))
-        result = await strategy.solve(problem, backend, ledger)
+        sampled = WithOverrides(backend, overrides) if overrides and overrides.sampler else backend
+        result = await strategy.solve(problem, sampled, ledger)
     finally:
         close = getattr(backend, "aclose", None) or getattr(backend, "close", None)
         if callable(close):
@@ -72,6 +74,11 @@ def ask(
     budget_usd: float | None = typer.Option(None, "--budget-usd", help="Stop after spending this many dollars."),
     verifier: str | None = typer.Option(None, "--verifier", help="A verifier name, for strategies that score."),
     seed: int | None = typer.Option(None, "--seed", help="Base seed; sample i uses seed + i."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Nucleus sampling (default: the model's)."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Keep the k likeliest tokens; 0 keeps all (default: "
+                                     "the model's)."),
+    min_p: float | None = typer.Option(None, "--min-p", help="Drop tokens below min_p x the likeliest."),
+    repetition_penalty: float | None = typer.Option(None, "--repetition-penalty", help="> 1 discourages repeats."),
     param: list[str] = typer.Option([], "--param", "-p", help="Any other strategy parameter, as NAME=VALUE."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for a local model."),
     n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context window for a local model."),
@@ -84,9 +91,11 @@ def ask(
     try:
         built = build_strategy(name, options, param)
         budget = Budget(tokens=budget_tokens, usd=budget_usd)
+        overrides = Overrides.of({"top_p": top_p, "top_k": top_k, "min_p": min_p,
+                                  "repetition_penalty": repetition_penalty})
         start = time.monotonic()
         result, ledger, info = asyncio.run(
-            _run(built, Problem(id="ask", question=question), model, budget, backend_options))
+            _run(built, Problem(id="ask", question=question), model, budget, backend_options, overrides))
     except (InvalidParameter, UnknownName) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -116,7 +125,7 @@ def to_json(result: Result, ledger: Ledger, info: Any, seconds: float) -> dict[s
         "strategy": result.strategy,
         "model": ledger.model,
         "votes": dict(result.votes),
-        "candidates": [dataclasses.asdict(c) for c in result.candidates],
+        "candidates": [{k: v for k, v in dataclasses.asdict(c).items() if k != "logprobs"} for c in result.candidates],
         "usage_by_role": {role: u.to_dict() for role, u in result.usage_by_role.items()},
         "usage": result.usage.to_dict(),
         "compute": report.to_dict() if report else None,
