@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from ponder.errors import BudgetExhausted, InvalidParameter
 from ponder.ledger import Ledger
-from ponder.strategies.common import SYSTEM_PROMPT, Sampled, at_least, candidate, cut_by_budget, result
+from ponder.strategies.common import SYSTEM_PROMPT, Sampled, candidate, cut_by_budget, result
 from ponder.strategies.pooling import Pooled, PoolSample, majority
 from ponder.strategies.program_aided import PROGRAM_PROMPT, ProgramAided
 from ponder.strategies.self_consistency import majority_vote
@@ -44,10 +44,7 @@ class HybridConsistency(Sampled):
     """Seconds each program may run in the sandbox."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        at_least("n", self.n, 1)
-        if not self.timeout_s > 0:
-            raise InvalidParameter("timeout_s", self.timeout_s, "use a positive number of seconds")
+        self.programs()  # validates n, timeout_s and the sampling fields, naming them
 
     def at_budget(self, k: int) -> HybridConsistency:
         return replace(self, n=k)
