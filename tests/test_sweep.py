@@ -338,3 +338,26 @@ def test_the_deployed_strategy_on_a_stored_pool_gives_the_curves_estimate_at_k_e
         deployed.append(float(asyncio.run(grade(problems[pid], res.answer))) if res.answer else 0.0)
     assert curve.correct.tolist() == deployed
     assert 0 < sum(deployed) < len(deployed)  # the tie-break went both ways: the test can tell them apart
+
+
+def test_pools_at_several_temperatures_are_curves_of_their_own(tmp_path):
+    """The sampler is a compute knob: each temperature gets its pools and curves, and the policy can choose it."""
+    from ponder.backends.scripted import ScriptedBackend
+    from ponder.experiments.outcomes import owner_of
+    from ponder.experiments.summary import analyze
+
+    def cool_is_right(call, i):
+        q = int(call.last_user.split()[-1].rstrip("?"))
+        value = ANSWERS[q] + (0 if call.params.temperature < 0.5 or i % 2 else 1)
+        return f"The answer is {value}."
+
+    config, _, store, _ = sweep(tmp_path, strategies=("self_consistency",), budgets=(1, 2),
+                                backend=ScriptedBackend(cool_is_right), temperatures=(0.3, 0.9))
+    assert {s.pool for s in store.samples()} == {"cot@T=0.3", "cot@T=0.9"}
+    a = analyze(store.problems(), store.samples(), store.results(), store.config)
+    acc = {o.label: o.accuracy() for o in a.outcomes if o.deployable}
+    assert acc["self_consistency[T=0.3]@1"] == 1.0 and acc["self_consistency[T=0.9]@1"] == 0.5
+    assert owner_of("self_consistency[T=0.3]") == ("self_consistency", {"temperature": 0.3})
+    assert owner_of("best_of_n_max") == ("best_of_n", {"mode": "max"})
+    with pytest.raises(InvalidParameter, match="temperatures"):
+        SweepConfig(config.task, "scripted", ("self_consistency",), (1,), temperatures=(0.0,))

@@ -40,6 +40,8 @@ def sweep(
     resume: Path = typer.Option(None, help="Finish an interrupted run in this folder (same settings)."),
     max_tokens: int = typer.Option(None, "--max-tokens", help="Tokens per sample (default 512)."),
     temperature: float = typer.Option(None, help="Pool sampling temperature (default 0.7)."),
+    temperatures: str = typer.Option(None, "--temperatures", help="Draw every pool at each of these temperatures, "
+                                     "e.g. 0.3,0.6,0.9: the curves then choose a temperature like a budget."),
     top_p: float = typer.Option(None, "--top-p", help="Nucleus sampling (default: the model's, 0.8 for Qwen2.5)."),
     top_k: int = typer.Option(None, "--top-k", help="Keep the k likeliest tokens; 0 keeps all (default: the "
                               "model's, 20 for Qwen2.5)."),
@@ -65,7 +67,8 @@ def sweep(
     try:
         given = {"task": task, "model": model, "strategies": strategies, "budgets": budgets, "limit": limit,
                  "seed": seed, "max_tokens": max_tokens, "temperature": temperature,
-                 "task_options": _task_options(task_opt) if task_opt else None}
+                 "task_options": _task_options(task_opt) if task_opt else None,
+                 "temperatures": _temperatures(temperatures) if temperatures else None}
         sampler = {"top_p": top_p, "top_k": top_k, "min_p": min_p, "repetition_penalty": repetition_penalty,
                    "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
         if any(v is not None for v in sampler.values()):
@@ -79,6 +82,13 @@ def sweep(
     except KeyboardInterrupt:
         err_console.print(f"interrupted; finish it with: ponder sweep --resume {resume or out}")
         raise typer.Exit(130) from None
+
+
+def _temperatures(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InvalidParameter("temperatures", text, "give numbers separated by commas, e.g. 0.3,0.6,0.9") from None
 
 
 def _task_options(pairs: list[str]) -> dict[str, Any]:

@@ -78,13 +78,22 @@ def agreement(samples: Sequence[SampleRow], first: int = 4, pool: str = "cot") -
     return out
 
 
+def chain_pool(samples: Sequence[SampleRow]) -> str:
+    """The chain-of-thought pool that difficulty is read from: "cot", else the coolest temperature-tagged one."""
+    from ponder.strategies.pooling import split_pool
+
+    drawn = {s.pool for s in samples}
+    tagged = sorted((split_pool(p)[1] or 0.0, p) for p in drawn if split_pool(p)[0] == "cot")
+    return "cot" if "cot" in drawn or not tagged else tagged[0][1]
+
+
 def oracle_bins(pids: Sequence[str], samples: Sequence[SampleRow], n_bins: int = N_BINS) -> np.ndarray:
-    return bins_from_scores(pids, pass_rates(samples), n_bins)
+    return bins_from_scores(pids, pass_rates(samples, chain_pool(samples)), n_bins)
 
 
 def predicted_bins(pids: Sequence[str], samples: Sequence[SampleRow], first: int = 4,
                    n_bins: int = N_BINS) -> np.ndarray:
-    return bins_from_scores(pids, agreement(samples, first), n_bins)
+    return bins_from_scores(pids, agreement(samples, first, chain_pool(samples)), n_bins)
 
 
 # -- the compute-optimal policy ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from ponder import compute
 from ponder.experiments import estimators as est
 from ponder.experiments.records import ProblemRow, ResultRow, SampleRow
 from ponder.ledger import DEFAULT_HARDWARE_USD_PER_HOUR, PriceTable
-from ponder.strategies.pooling import Pooled, Stop
+from ponder.strategies.pooling import Pooled, Stop, at_temperature, split_label, split_pool
 from ponder.types import ModelInfo, Usage
 
 AXES = ("tokens", "flops", "seconds", "usd")
@@ -186,9 +186,14 @@ def pool_strategies(stopping_point: Stop | None = None, names: Sequence[str] | N
     return (*out, PoolStrategy(Pooled(COVERAGE, ("cot",), majority), deployable=False))
 
 
-def owners() -> dict[str, tuple[str, Mapping[str, Any]]]:
-    """Curve label -> (the strategy that deploys it, the params that make it select so)."""
-    return {s.name: (s.owner, s.spec.params) for s in pool_strategies() if s.deployable}
+def owner_of(label: str) -> tuple[str, Mapping[str, Any]] | None:
+    """A pooled curve's label -> (the strategy that deploys it, the params that make it select and sample so);
+    None for a label no pooled strategy declares (a search strategy's own name)."""
+    base, temperature = split_label(label)
+    found = next(((s.owner, dict(s.spec.params)) for s in pool_strategies() if s.deployable and s.name == base), None)
+    if found is None or temperature is None:
+        return found
+    return found[0], {**found[1], "temperature": temperature}
 
 
 def _estimate(strategy: PoolStrategy, data: Sequence[PoolData], k: int, seed: int, key: str
@@ -221,24 +226,37 @@ def pool_outcomes(pids: Sequence[str], samples: Sequence[SampleRow], cost_model:
     """Every pool-derived (strategy, budget) outcome; a budget above a problem's pool size is NaN there."""
     out: list[Outcome] = []
     cache: dict[str, dict[str, PoolData]] = {}
+    drawn = {s.pool for s in samples}
     for strategy in strategies if strategies is not None else pool_strategies():
-        for pool in strategy.spec.pools:
-            if pool not in cache:
-                cache[pool] = {pid: pool_data(rows, cost_model)
-                               for pid, rows in pools_by_problem(samples, pool).items()}
-        data = [cache[pool] for pool in strategy.spec.pools]
-        if not all(data) or (strategy.spec.needs_scores and any(d.view.scores is None for pd in data
-                                                                for d in pd.values())):
-            continue
-        n_max = min(max(len(d.view) for d in pd.values()) for pd in data)
-        for k in sorted(set(budgets) if budgets else default_budgets(n_max)):
-            if k <= n_max:
-                out.append(_one_pool_outcome(strategy, k, pids, data, seed))
+        for temperature in temperatures_of(strategy.spec.pools, drawn):
+            names = [p if temperature is None else at_temperature(p, temperature) for p in strategy.spec.pools]
+            for pool in names:
+                if pool not in cache:
+                    cache[pool] = {pid: pool_data(rows, cost_model)
+                                   for pid, rows in pools_by_problem(samples, pool).items()}
+            data = [cache[pool] for pool in names]
+            if not all(data) or (strategy.spec.needs_scores and any(d.view.scores is None for pd in data
+                                                                    for d in pd.values())):
+                continue
+            n_max = min(max(len(d.view) for d in pd.values()) for pd in data)
+            label = strategy.name if temperature is None else f"{strategy.name}[T={temperature:g}]"
+            for k in sorted(set(budgets) if budgets else default_budgets(n_max)):
+                if k <= n_max:
+                    out.append(_one_pool_outcome(strategy, k, pids, data, seed, label))
     return out
 
 
+def temperatures_of(kinds: Sequence[str], drawn: set[str]) -> list[float | None]:
+    """The temperature tags at which every pool of `kinds` was drawn (None: the untagged pools)."""
+    tags: dict[float | None, set[str]] = {}
+    for name in drawn:
+        kind, t = split_pool(name)
+        tags.setdefault(t, set()).add(kind)
+    return sorted((t for t, have in tags.items() if set(kinds) <= have), key=lambda t: (t is not None, t or 0.0))
+
+
 def _one_pool_outcome(strategy: PoolStrategy, k: int, pids: Sequence[str], data: Sequence[Mapping[str, PoolData]],
-                      seed: int) -> Outcome:
+                      seed: int, label: str) -> Outcome:
     correct = np.full(len(pids), math.nan)
     cost = np.full((len(pids), 4), math.nan)
     exact = True
@@ -248,7 +266,7 @@ def _one_pool_outcome(strategy: PoolStrategy, k: int, pids: Sequence[str], data:
             continue
         correct[i], cost[i], ok = _estimate(strategy, mine, k, seed, pid)  # type: ignore[arg-type]
         exact &= ok
-    return Outcome(strategy.name, k, correct, _by_axis(cost), strategy.deployable, exact)
+    return Outcome(label, k, correct, _by_axis(cost), strategy.deployable, exact)
 
 
 def result_outcomes(pids: Sequence[str], results: Sequence[ResultRow], cost_model: CostModel) -> list[Outcome]:

@@ -16,7 +16,7 @@ What it ignores: how outcomes are estimated (outcomes.py) and how the report dra
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +25,7 @@ from ponder.experiments.curves import choose, compute_levels
 from ponder.experiments.outcomes import Outcome, pools_by_problem
 from ponder.experiments.records import SampleRow
 from ponder.strategies.compute_optimal import AGREEMENT_EDGES, POLICY_KIND, agreement, bin_of
+from ponder.strategies.pooling import split_pool
 
 
 @dataclass(frozen=True)
@@ -233,21 +234,23 @@ def deployable(outcomes: Sequence[Outcome], probe: ProbeData, axis: str = "token
     return _matching_fit(fixed, probe, known, top.accuracy(known), axis, levels)
 
 
-def policy_document(f: Fit, probe: Probe, owners: Mapping[str, tuple[str, Mapping[str, object]]],
+def policy_document(f: Fit, probe: Probe, owner_of: Callable[[str], tuple[str, Mapping[str, object]] | None],
                     config: Mapping[str, object], held_out: Mapping[str, object] | None) -> dict[str, object]:
     """The JSON a server applies: the probe, the bin edges, and per bin the strategy (registry name, params,
-    budget) to run. `owners` maps a curve's label to its strategy and params (a pooled variant such as
-    best_of_n_max is best_of_n with mode=max)."""
+    budget) to run. `owner_of` maps a curve's label to its strategy and params (best_of_n_max is best_of_n with
+    mode=max; self_consistency[T=0.3] is self_consistency at temperature 0.3)."""
     choices = {}
     for b, o in sorted(f.choices.items()):
-        strategy, params = owners.get(o.strategy, (o.strategy, {}))
+        strategy, params = owner_of(o.strategy) or (o.strategy, {})
         choices[str(b)] = {"strategy": strategy, "params": dict(params), "budget": o.budget, "label": o.label}
     sampling = config.get("sampling") or {}
+    tagged = split_pool(probe.pool)[1]
+    temperature = tagged if tagged is not None else (
+        sampling.get("temperature", config.get("temperature")) if isinstance(sampling, Mapping)
+        else config.get("temperature"))
     return {"kind": POLICY_KIND, "version": 1, "model": config.get("model_name") or config.get("model"),
             "model_sha256": config.get("model_sha256"), "task": config.get("task"),
-            "probe": {"pool": probe.pool, "samples": probe.samples,
-                      "temperature": sampling.get("temperature", config.get("temperature")) if isinstance(
-                          sampling, Mapping) else config.get("temperature"),
+            "probe": {"pool": probe.pool, "samples": probe.samples, "temperature": temperature,
                       "max_tokens": config.get("max_tokens")},
             "bins": {"by": "agreement of the probe's samples", "edges": list(AGREEMENT_EDGES)},
             "choices": choices, "level": f.level, "held_out": dict(held_out or {})}

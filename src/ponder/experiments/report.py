@@ -72,13 +72,13 @@ def build_report(store: Any, folder: Path, stopping_point: StoppingPoint | None 
 def _write_policy(a: Any, config: Mapping[str, Any], summary: Mapping[str, Any], folder: Path) -> Path | None:
     """policy.json, when the run has a probe pool and the policy can match the best fixed strategy."""
     from ponder.experiments import policy
-    from ponder.experiments.outcomes import owners
+    from ponder.experiments.outcomes import owner_of
 
     fit = policy.deployable(a.outcomes, a.probe) if a.probe is not None else None
     if fit is None:
         return None
     held_out = summary.get("compute_optimal_vs_best_fixed")
-    doc = policy.policy_document(fit, policy.Probe(), owners(), config, held_out)
+    doc = policy.policy_document(fit, a.probe_spec, owner_of, config, held_out)
     path = folder / "policy.json"
     path.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
     return path

@@ -53,6 +53,8 @@ class Analysis:
     notes: tuple[str, ...] = field(default_factory=tuple)
     probe: policy.ProbeData | None = None
     """The deployable policy's probe bins and cost (None without a probe pool)."""
+    probe_spec: policy.Probe | None = None
+    """Which pool the probe reads, and how many samples."""
     policy: Mapping[str, tuple[policy.Comparison, policy.Ratio]] = field(default_factory=dict)
     """Baseline name -> the cross-validated policy against it, and the compute ratio."""
 
@@ -89,7 +91,7 @@ def analyze(problems: Sequence[ProblemRow], samples: Sequence[SampleRow], result
 def _with_policy(a: Analysis, samples: Sequence[SampleRow], cost_model: CostModel, seed: int,
                  probe: policy.Probe | None = None) -> Analysis:
     """The cross-validated deployable policy against the best fixed strategy, majority and best-of-N."""
-    probe = probe or policy.Probe()
+    probe = probe or policy.Probe(curves.chain_pool(samples))
     per_sample = {pid: pool_data(rows, cost_model).policy_cost[:, 0]
                   for pid, rows in pools_by_problem(samples, probe.pool).items()}
     if not per_sample:
@@ -103,7 +105,7 @@ def _with_policy(a: Analysis, samples: Sequence[SampleRow], cost_model: CostMode
             continue
         c = policy.compare(a.outcomes, pd, "tokens", base, seed=seed)
         out[name] = (c, policy.ratio(c, seed=seed))
-    return dataclasses.replace(a, probe=pd, policy=out)
+    return dataclasses.replace(a, probe=pd, probe_spec=probe, policy=out)
 
 
 def _notes(outcomes: Sequence[Outcome], cost_model: CostModel) -> list[str]:

@@ -26,7 +26,7 @@ from ponder.experiments.executor import Executor, InProcessExecutor
 from ponder.experiments.store import Store, config_differences
 from ponder.experiments.units import PoolUnit, SearchUnit, Unit, UnitResult, build_strategy, run_unit
 from ponder.registry import STRATEGIES
-from ponder.strategies.pooling import declared
+from ponder.strategies.pooling import at_temperature, declared, split_pool
 from ponder.tasks import load_task
 from ponder.types import SAMPLER_FIELDS, Problem, SamplingParams
 
@@ -75,6 +75,10 @@ class SweepConfig:
     sampler: Mapping[str, Any] = field(default_factory=dict)
     """Sampler fields for every call (top_p, top_k, min_p, repetition/presence/frequency penalties); the rest are
     the model's recommended defaults. {"top_k": 0, "top_p": 1, "repetition_penalty": 1} is pure temperature."""
+    temperatures: tuple[float, ...] = ()
+    """Draw every pool at each of these temperatures instead (a compute knob: the curves and the compute-optimal
+    policy then choose a temperature as they choose a budget). Pools are named `cot@T=0.3`, curves
+    `self_consistency[T=0.3]`."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategies", tuple(dict.fromkeys(self.strategies)))
@@ -87,6 +91,11 @@ class SweepConfig:
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise InvalidParameter("limit", self.limit, "use a whole number >= 1, or leave it out for all")
         SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature)  # validates, naming the field
+        object.__setattr__(self, "temperatures", tuple(dict.fromkeys(self.temperatures)))
+        for t in self.temperatures:
+            if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= 2:
+                raise InvalidParameter("temperatures", list(self.temperatures),
+                                       "give sampling temperatures in (0, 2], e.g. 0.3,0.6,0.9")
         unknown = set(self.sampler) - set(SAMPLER_FIELDS)
         if unknown:
             raise InvalidParameter("sampler", sorted(unknown), f"use sampler fields: {', '.join(SAMPLER_FIELDS)}")
@@ -94,14 +103,21 @@ class SweepConfig:
         object.__setattr__(self, "sampler", dict(sorted(self.sampler.items())))
 
     @property
-    def pools(self) -> tuple[str, ...]:
-        """The pools the pooled strategies draw, in order of first mention."""
+    def pool_kinds(self) -> tuple[str, ...]:
+        """The pools the pooled strategies draw (the sampler strategies' names), in order of first mention."""
         return tuple(dict.fromkeys(pool for s in self.strategies for p in declared(STRATEGIES.get(s))
                                    for pool in p.pools))
 
     @property
+    def pools(self) -> tuple[tuple[str, float], ...]:
+        """(pool name, temperature) of every pool drawn: each kind at each of `temperatures`, or at `temperature`."""
+        if not self.temperatures:
+            return tuple((kind, self.temperature) for kind in self.pool_kinds)
+        return tuple((at_temperature(kind, t), t) for t in self.temperatures for kind in self.pool_kinds)
+
+    @property
     def scored_pools(self) -> frozenset[str]:
-        """Pools whose samples a pooled strategy needs verifier scores on."""
+        """Pool kinds whose samples a pooled strategy needs verifier scores on."""
         return frozenset(pool for s in self.strategies for p in declared(STRATEGIES.get(s)) if p.needs_scores
                          for pool in p.pools)
 
@@ -123,13 +139,15 @@ class SweepConfig:
         return {"task": self.task, "model": self.model, "strategies": list(self.strategies),
                 "budgets": list(self.budgets), "limit": self.limit, "seed": self.seed,
                 "max_tokens": self.max_tokens, "temperature": self.temperature,
-                "task_options": dict(self.task_options), "sampler": dict(self.sampler)}
+                "task_options": dict(self.task_options), "sampler": dict(self.sampler),
+                **({"temperatures": list(self.temperatures)} if self.temperatures else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SweepConfig:
         return cls(d["task"], d["model"], tuple(d["strategies"]), tuple(d["budgets"]), d.get("limit"),
                    d.get("seed", 0), d.get("max_tokens", 512), d.get("temperature", 0.8),
-                   dict(d.get("task_options") or {}), dict(d.get("sampler") or {}))
+                   dict(d.get("task_options") or {}), dict(d.get("sampler") or {}),
+                   tuple(d.get("temperatures") or ()))
 
 
 def _scales(name: str) -> bool:
@@ -160,15 +178,15 @@ def plan(config: SweepConfig, problems: Sequence[Problem]) -> list[Unit]:
     sampler = _items(config.sampler)
     for p in problems:
         base = {"max_tokens": config.max_tokens, **_system_override(p.kind)}
-        for name in (*config.strategies, *config.pools):
+        for name in (*config.strategies, *config.pool_kinds):
             _check_kind(name, p)
         for name in config.once:  # at its own default temperature (greedy for cot)
             units.append(SearchUnit(p, name, 1, _items({**base, "seed": stable_seed(config.seed, p.id, name)}),
                                     sampler))
-        for pool in config.pools:
+        for pool, temperature in config.pools:
             units.append(PoolUnit(p, pool, config.pool_size, stable_seed(config.seed, p.id, pool),
-                                  _items({**base, "temperature": config.temperature}),
-                                  self_eval=pool in config.scored_pools, sampler=sampler))
+                                  _items({**base, "temperature": temperature}),
+                                  self_eval=split_pool(pool)[0] in config.scored_pools, sampler=sampler))
         for name in config.searched:
             for k in config.budgets:
                 units.append(SearchUnit(p, name, k, _items({**base, "seed": stable_seed(config.seed, p.id, name, k)}),
@@ -191,7 +209,7 @@ def _jsonable(value: Any) -> Any:
 def strategy_settings(config: SweepConfig, kind: str) -> dict[str, dict[str, Any]]:
     """Every strategy's fields at budget 1 as the sweep sets them (prompts included), for provenance."""
     out = {}
-    for name in {*config.strategies, *config.pools}:
+    for name in {*config.strategies, *config.pool_kinds}:
         s = build_strategy(name, {"max_tokens": config.max_tokens, **_system_override(kind)})
         if dataclasses.is_dataclass(s):
             out[name] = {f.name: _jsonable(getattr(s, f.name)) for f in dataclasses.fields(s) if f.name != "seed"}
@@ -219,7 +237,7 @@ def settings(config: SweepConfig, backend: object, kind: str) -> dict[str, Any]:
     """The run's full provenance, stored in the run table and compared on resume."""
     from ponder import __version__
 
-    return {**config.to_dict(), **model_identity(backend), "pools": list(config.pools),
+    return {**config.to_dict(), **model_identity(backend), "pools": [name for name, _ in config.pools],
             "pool_size": config.pool_size, "sampling": sampling_chain(config, backend),
             "strategy_settings": strategy_settings(config, kind), "ponder_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

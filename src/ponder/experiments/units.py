@@ -24,6 +24,7 @@ from ponder.experiments.records import ResultRow, SampleRow
 from ponder.ledger import Ledger
 from ponder.registry import STRATEGIES
 from ponder.strategies.base import at_budget
+from ponder.strategies.pooling import split_pool
 from ponder.tasks.base import grade
 from ponder.types import Generation, Problem, Result, Usage
 
@@ -36,7 +37,8 @@ class PoolUnit:
 
     problem: Problem
     pool: str
-    """The registered sampler strategy that draws it, e.g. "cot" (chains of thought) or "program_aided"."""
+    """The registered sampler strategy that draws it, e.g. "cot" (chains of thought) or "program_aided", tagged
+    `@T=<t>` when the sweep draws pools at several temperatures."""
     n: int
     seed: int
     """Base seed: sample i is drawn with seed + i."""
@@ -96,7 +98,7 @@ async def run_unit(unit: Unit, backend: object) -> UnitResult:
 
 
 async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
-    sampler = dataclasses.replace(build_strategy(unit.pool, dict(unit.settings)), seed=unit.seed)
+    sampler = dataclasses.replace(build_strategy(split_pool(unit.pool)[0], dict(unit.settings)), seed=unit.seed)
     ledger = Ledger(model=getattr(backend, "model", ""))
     start = time.monotonic()
     # Log-probabilities break vote ties in the curves as in the deployed strategies; the pool's sampler rides on top.

@@ -69,6 +69,29 @@ def scored(mode: str) -> Select:
     return pick
 
 
+TEMPERATURE_TAG = "@T="
+"""A pool drawn at one of several sweep temperatures is named `<pool>@T=<t>` (its curves `<label>[T=<t>]`)."""
+
+
+def at_temperature(pool: str, temperature: float) -> str:
+    """The name of pool `pool` drawn at `temperature`, when a sweep draws it at several."""
+    return f"{pool}{TEMPERATURE_TAG}{temperature:g}"
+
+
+def split_pool(name: str) -> tuple[str, float | None]:
+    """(the sampler strategy that draws the pool, its temperature tag or None)."""
+    base, tag, t = name.partition(TEMPERATURE_TAG)
+    return (base, float(t)) if tag else (base, None)
+
+
+def split_label(label: str) -> tuple[str, float | None]:
+    """A curve's label `<label>[T=<t>]` -> (the curve's own label, its temperature or None)."""
+    if label.endswith("]") and "[T=" in label:
+        base, _, t = label[:-1].rpartition("[T=")
+        return base, float(t)
+    return label, None
+
+
 def declared(strategy_class: object) -> tuple[Pooled, ...]:
     """The pooled curves a strategy class declares (none for a strategy that runs per budget)."""
     return tuple(getattr(strategy_class, "pooled", ()) or ())
