@@ -345,3 +345,19 @@ def test_stream_retries_before_the_first_byte() -> None:
     async def collect(b: OpenAIBackend) -> list[str]:
         return [d async for d in b.stream(MSGS, SamplingParams())]
     assert run(collect(backend(rec))) == ["ok"] and len(rec.requests) == 2
+
+
+@pytest.mark.parametrize("offset", [0, 280, 290, 470, 480, 490, 495, 499, 540, 560, 580, 590, 595, 599, 640])
+def test_a_key_at_any_truncation_boundary_never_shows_in_part(offset: int) -> None:
+    from ponder.backends.retry import RetryPolicy, Scrubber, send_with_retries
+
+    key = "sk-" + "A1b2C3d4E5f6G7h8I9j0" * 2
+    body = {"error": {"message": "x" * offset + f"bad key {key} given" + "y" * 40}}
+
+    async def send() -> httpx.Response:
+        return httpx.Response(401, json=body)
+
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(send_with_retries(send, RetryPolicy(max_retries=0), Scrubber(lambda: key), "POST /x"))
+    text = str(info.value)
+    assert not any(key[i:i + 6] in text for i in range(len(key) - 5)), text[-80:]

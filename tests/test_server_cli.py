@@ -78,3 +78,25 @@ def test_upstream_option_opens_the_http_backend() -> None:
     assert type(backend).__name__ == "OpenAIBackend"
     assert (backend.base_url, backend.model, backend.api_key_env) == ("http://127.0.0.1:9/v1", "served-model",
                                                                       "MY_KEY_ENV")
+
+
+def test_an_impossible_port_is_refused_before_anything_starts() -> None:
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", "scripted", "--port", "99999"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "port" in result.output and "65535" in result.output
+
+
+def test_a_policy_for_another_model_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from ponder.cli.serve import policy_effort
+
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"kind": "ponder.compute_optimal_policy", "version": 1, "model": "qwen2.5-coder-1.5b",
+                                "probe": {"samples": 2}, "choices": {"1": {"strategy": "cot"}}}))
+    assert policy_effort(path, "qwen2.5-coder-1.5b").strategy == "compute_optimal"
+    with pytest.raises(InvalidParameter, match="learned on"):
+        policy_effort(path, "smollm2-135m")

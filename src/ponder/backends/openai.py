@@ -52,7 +52,7 @@ from ponder.backends.openai_wire import (
     parse_response,
     stream_delta,
 )
-from ponder.backends.retry import RetryPolicy, Scrubber, send_with_retries
+from ponder.backends.retry import RetryPolicy, Scrubber, send_with_retries, shown
 from ponder.errors import InvalidParameter, UpstreamError, UpstreamTimeout
 from ponder.types import Generation, Message, ModelInfo, SamplingParams
 
@@ -145,8 +145,8 @@ class OpenAIBackend:
         try:
             return response.json()
         except ValueError:
-            raise UpstreamError(self._scrub(f"{what} answered with something that is not JSON: "
-                                            f"{response.text[:200]!r}"), response.status_code) from None
+            raise UpstreamError(shown(self._scrub, f"{what} answered with something that is not JSON: "
+                                                   f"{response.text!r}", 300), response.status_code) from None
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""
@@ -309,7 +309,7 @@ class OpenAIBackend:
                     return
                 event = json.loads(data)
                 if isinstance(event, dict) and event.get("error"):
-                    raise UpstreamError(self._scrub(f"{what} failed mid-stream: {str(event['error'])[:300]}"))
+                    raise UpstreamError(shown(self._scrub, f"{what} failed mid-stream: {event['error']}"))
                 if isinstance(event, dict):
                     yield event
         except httpx.TransportError as exc:

@@ -71,18 +71,29 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+SHOWN_CHARS = 600
+"""Error text shown to a user is cut to this many characters, always after the secret is scrubbed."""
+
+
 def error_text(response: httpx.Response) -> str:
-    """The server's own error message: OpenAI's {"error": {"message"}}, FastAPI's {"detail"}, or the body."""
+    """The server's own error message: OpenAI's {"error": {"message"}}, FastAPI's {"detail"}, or the body (whole:
+    cut it with `shown`, which scrubs first, so that a key crossing the cut loses no prefix to it)."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:500]
+        return response.text
     if isinstance(body, dict):
         err = body.get("error", body.get("detail", body))
         if isinstance(err, dict):
             err = err.get("message", err)
-        return str(err)[:500]
-    return str(body)[:500]
+        return str(err)
+    return str(body)
+
+
+def shown(scrub: Callable[[str], str], text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` scrubbed, then cut to `limit` characters (in that order: a cut first could keep part of the key)."""
+    clean = scrub(text)
+    return clean if len(clean) <= limit else clean[:limit] + "..."
 
 
 class Scrubber:
@@ -129,7 +140,7 @@ async def send_with_retries(
             status = response.status_code
             if status < 400:
                 return response
-            message = scrub(f"{what} answered {status}: {error_text(response)}")
+            message = shown(scrub, f"{what} answered {status}: {error_text(response)}")
             if status != 429 and status < 500:
                 if _CONTEXT.search(message):
                     raise ContextOverflow(message + "; shorten the prompt or lower max_tokens")

@@ -95,6 +95,8 @@ def serve(
         raise typer.Exit(1) from None
     backend = None
     try:
+        if not 0 < port < 65536:
+            raise InvalidParameter("port", port, "use a TCP port from 1 to 65535")
         efforts = parse_efforts(effort)
         if policy is not None:
             efforts = {**efforts, "auto": policy_effort(policy, model if upstream is None else upstream_model)}
