@@ -97,6 +97,15 @@ def test_streamed_request_to_a_dead_backend_still_gets_its_status() -> None:
     ({**CHAT, "ponder": {"strategy": "cot", "params": {"max_tokens": -3}}}, 400),
     ({**CHAT, "ponder": {"strategy": "cot", "params": {"temperature": "hot"}}}, 400),
     ({**CHAT, "ponder": {"strategy": "cot", "budget": {"tokens": 0}}}, 400),
+    ({**CHAT, "ponder": {"strategy": "cot", "budget": {"tokens": 10**9}}}, 400),
+    ({**CHAT, "model": "self_consistency-99999999999999999999:tiny"}, 400),
+    ({**CHAT, "ponder": {"strategy": "beam_search", "params": {"beam_width": 1000000}}}, 400),
+    ({**CHAT, "ponder": {"strategy": "adaptive_consistency", "params": {"n_max": 10**6}}}, 400),
+    ({**CHAT, "ponder": {"strategy": "budget_forcing", "params": {"max_thinking_tokens": 10**8}}}, 400),
+    ({**CHAT, "ponder": {"strategy": "program_aided", "params": {"timeout_s": 1e9}}}, 400),
+    ({**CHAT, "ponder": {"strategy": "self_consistency", "params": {"seed": "x"}}}, 400),
+    ({**CHAT, "ponder": {"strategy": "cot", "params": {"system": 5}}}, 400),
+    ({**CHAT, "max_tokens": 10**7}, 400),
     ({**CHAT, "model": "cot-0:tiny"}, 400),
 ])
 def test_bad_requests_are_4xx_in_openai_shape(body: object, status: int) -> None:
@@ -300,3 +309,17 @@ def test_logprobs_of_the_chosen_answer_are_returned_in_both_shapes() -> None:
     text = post(app, "/v1/completions", {"model": MODEL, "prompt": "2+2?", "logprobs": 1}).json()["choices"][0]
     assert "".join(text["logprobs"]["tokens"]) == text["text"]
     assert len(text["logprobs"]["token_logprobs"]) == len(text["logprobs"]["text_offset"])
+
+
+def test_a_size_over_the_servers_ceiling_names_the_field_the_limit_and_the_flag() -> None:
+    app = create_app(ScriptedBackend(lambda call, i: "The answer is 4.", model=MODEL),
+                     config=ServerConfig(max_samples=8, max_request_tokens=4000))
+    body = {**CHAT, "ponder": {"strategy": "beam_search", "params": {"beam_width": 9}}}
+    error = assert_openai_error(post(app, body=body), 400)
+    assert error["param"] == "ponder.params.beam_width" and "8" in error["message"] and "--max-samples" in \
+        error["message"]
+    from ponder.server.routing import chat_problems, plan
+    from ponder.server.schemas import ChatCompletionRequest
+
+    req = ChatCompletionRequest.model_validate({**CHAT, "n": 4})
+    assert plan(req, chat_problems(req), MODEL, ServerConfig(max_request_tokens=4000)).budget.tokens == 1000

@@ -71,6 +71,12 @@ def serve(
                                           help="Send each client's bearer key on to the upstream."),
     max_concurrency: int = typer.Option(64, "--max-concurrency", help="Requests in flight; more get 429."),
     max_n: int = typer.Option(16, "--max-n", help="Most choices (n) per request."),
+    max_samples: int = typer.Option(64, "--max-samples", help="Ceiling of every count a request sets (n, n_max, "
+                                    "beam_width, expansions, rounds, K)."),
+    max_request_tokens: int = typer.Option(65536, "--max-request-tokens", help="Generated tokens one request may "
+                                           "spend in all; also the ceiling of any *_tokens field."),
+    max_sandbox_seconds: float = typer.Option(10.0, "--max-sandbox-seconds", help="Ceiling of a program's sandbox "
+                                              "time (timeout_s)."),
     max_body_bytes: int = typer.Option(1_000_000, "--max-body-bytes", help="Larger bodies get 413."),
     effort: list[str] = typer.Option([], "--effort", help="reasoning_effort mapping, LEVEL=STRATEGY[-K]."),
     strict_model: bool = typer.Option(False, "--strict-model", help="404 for a model name this server lacks."),
@@ -102,7 +108,9 @@ def serve(
             efforts = {**efforts, "auto": policy_effort(policy, model if upstream is None else upstream_model)}
         config = ServerConfig(api_key_env=api_key_env, pass_through_key=pass_through_key,
                               max_concurrency=max_concurrency, max_n=max_n,
-                              max_body_bytes=max_body_bytes, efforts=efforts, strict_model=strict_model)
+                              max_body_bytes=max_body_bytes, efforts=efforts, strict_model=strict_model,
+                              max_samples=max_samples, max_request_tokens=max_request_tokens,
+                              max_sandbox_seconds=max_sandbox_seconds)
         ray_options = None
         if ray or ray_address:
             from ponder.distributed.launch import RayOptions

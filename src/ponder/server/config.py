@@ -51,6 +51,14 @@ class ServerConfig:
     """Most choices per request (n x prompts); more is a 400."""
     default_max_tokens: int = 512
     """max_tokens of a plain request that gives none."""
+    max_samples: int = 64
+    """Ceiling of every count a request may set on its strategy (n, n_max, beam_width, expansions, max_steps,
+    rounds, K of STRATEGY-K): more is a 400 naming the field."""
+    max_request_tokens: int = 65536
+    """Generated tokens one request may spend in all (every choice and role); also the ceiling of any *_tokens
+    field. A larger ponder.budget.tokens is a 400; a request that gives none is capped here."""
+    max_sandbox_seconds: float = 10.0
+    """Ceiling of a strategy's sandbox time per program (timeout_s)."""
     efforts: Mapping[str, Effort] = field(default_factory=lambda: DEFAULT_EFFORTS)
     """reasoning_effort level -> the compute it buys."""
     strict_model: bool = False
@@ -61,7 +69,8 @@ class ServerConfig:
     """Prices for the `ponder.usd` figure; None: ponder's default table."""
 
     def __post_init__(self) -> None:
-        for name in ("max_concurrency", "max_body_bytes", "max_n", "default_max_tokens", "retry_after_s"):
+        for name in ("max_concurrency", "max_body_bytes", "max_n", "default_max_tokens", "retry_after_s",
+                     "max_samples", "max_request_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InvalidParameter(name, value, "use a whole number >= 1")

@@ -126,11 +126,38 @@ def _strategy(name: str, k: int | None, params: dict[str, Any], req: Any, plain:
     return built
 
 
-def _budget(req: Any) -> Budget:
+def _budget(req: Any, choices: int, config: ServerConfig) -> Budget:
+    """One choice's budget: the request's, within the server's ceiling shared out over the choices."""
+    cap = max(1, config.max_request_tokens // max(1, choices))
     spec = req.ponder.budget if req.ponder else None
     if spec is None:
-        return Budget()
-    return Budget(tokens=spec.tokens, calls=spec.calls, usd=spec.usd, seconds=spec.seconds)
+        return Budget(tokens=cap)
+    if spec.tokens is not None and spec.tokens * choices > config.max_request_tokens:
+        raise InvalidParameter("ponder.budget.tokens", spec.tokens, f"this server allows at most "
+                               f"{config.max_request_tokens} generated tokens per request (over {choices} choices): "
+                               "ask for fewer, or start it with a larger --max-request-tokens")
+    return Budget(tokens=min(spec.tokens or cap, cap), calls=spec.calls, usd=spec.usd, seconds=spec.seconds)
+
+
+def check_limits(strategy: Any, config: ServerConfig, label: str = "ponder.params") -> None:
+    """Every size a request set on its strategy within the server's ceilings: counts, token fields, sandbox time."""
+    if not dataclasses.is_dataclass(strategy):
+        return
+    for f in dataclasses.fields(strategy):
+        value = getattr(strategy, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if f.name.endswith("_tokens"):
+            limit, flag = config.max_request_tokens, "--max-request-tokens"
+        elif f.name.endswith("_s"):
+            limit, flag = config.max_sandbox_seconds, "--max-sandbox-seconds"
+        elif isinstance(value, int) and f.name not in ("seed",):
+            limit, flag = config.max_samples, "--max-samples"
+        else:
+            continue
+        if value > limit:
+            raise InvalidParameter(f"{label}.{f.name}", value, f"this server allows at most {limit:g}: ask for "
+                                   f"less, or start it with a larger {flag}")
 
 
 def _check_model(model: str, served: str, config: ServerConfig) -> None:
@@ -153,11 +180,12 @@ def plan(req: ChatCompletionRequest | CompletionRequest, problems: Sequence[Prob
     name, k, params = _choose(req, config)
     plain = not (req.ponder and req.ponder.strategy) and from_model is None and req.reasoning_effort is None
     strategy = _strategy(name, k, params, req, plain, config)
+    check_limits(strategy, config)
     overrides = Overrides.of({**req.sampler(), "stop": stop_of(req.stop), **_logprobs(req, strategy)})
     if any(not s for s in overrides.stop):
         raise InvalidParameter("stop", req.stop, "remove the empty stop string")
     label = getattr(strategy, "name", name)
-    return Plan(strategy, label, tuple(problems), req.n, _budget(req), overrides, served,
+    return Plan(strategy, label, tuple(problems), req.n, _budget(req, req.n * len(problems), config), overrides, served,
                 req.reasoning_effort, params)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,6 +67,7 @@ def build_strategy(name: str, options: Mapping[str, Any] | None = None,
     fields = strategy_fields(cls)
     valid = ", ".join(fields) or "(none)"
     kwargs: dict[str, Any] = {}
+    from_params: set[str] = set()
     for option, value in (options or {}).items():
         if value is None:
             continue
@@ -86,10 +89,53 @@ def build_strategy(name: str, options: Mapping[str, Any] | None = None,
         default = fields[key].default
         default = None if default is dataclasses.MISSING else default
         kwargs[key] = _typed(value, default) if isinstance(params, Mapping) else parse_value(value, default)
+        from_params.add(key)
+    for key, value in kwargs.items():
+        label = (f"{param_label} {key}" if param_label.startswith("--") else f"{param_label}.{key}")
+        check_type(cls, key, value, label if key in from_params else key)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a value of the wrong type, caught by the constructor rather than our validation
         raise InvalidParameter(name, kwargs, str(exc)) from None
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON-ish value fits a field's annotation (numbers, text, flags, None, literals, tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is object:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_fits(v, args[0]) for v in value) if args else isinstance(value, tuple)
+    return True  # verifiers, callables and other objects: the strategy checks them itself
+
+
+def check_type(cls: Any, key: str, value: Any, label: str) -> None:
+    """InvalidParameter naming `label` when `value` cannot be field `key`'s type (a 400, never a TypeError)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # a plugin with unresolvable annotations: its constructor checks its own fields
+        return
+    hint = hints.get(key)
+    if hint is not None and not _fits(value, hint):
+        if typing.get_origin(hint) is typing.Literal:
+            shown = "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+        else:
+            shown = "a value of type " + str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+        raise InvalidParameter(label, value, f"use {shown}")
 
 
 _NO_VALUE = object()
