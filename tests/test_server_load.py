@@ -11,6 +11,7 @@ import asyncio
 import json
 
 import httpx
+import pytest
 
 from ponder.backends.scripted import ScriptedBackend, ScriptedCall
 from ponder.server import create_app
@@ -65,3 +66,57 @@ def test_64_concurrent_clients_lose_nothing() -> None:
     assert len({rid for _, _, rid in results}) == len(results)
     assert health["in_flight"] == 0
     assert app.state.metrics.requests[("/v1/chat/completions", 200)] == CLIENTS * REQUESTS_EACH
+
+
+@pytest.mark.slow
+def test_64_concurrent_clients_on_the_real_tiny_model_all_get_answers_and_health_stays_up() -> None:
+    """The scripted backend cannot show the real engine's scheduling: 64 clients with mixed n and prompt lengths
+    against smollm2-135m, every response a 200 of the right shape, /health answering within 1 s throughout."""
+    from pathlib import Path
+
+    from ponder.backends.llamacpp import LlamaCppBackend
+
+    tiny = Path("~/.cache/ponder/models/smollm2-135m.gguf").expanduser()
+    assert tiny.is_file(), f"{tiny} is missing: `make test` pulls it (ponder models pull smollm2-135m)"
+    backend = LlamaCppBackend(tiny, n_ctx=2048, n_seq_max=16, n_threads=2, name=MODEL)
+    app = create_app(backend)
+    try:
+        with live_server(app) as url:
+            async def client(http: httpx.AsyncClient, c: int) -> dict:
+                system = "Answer briefly. " * (1 + c % 9)
+                body = {"model": MODEL, "max_tokens": 4 + c % 5, "n": 1 + c % 3,
+                        "messages": [{"role": "system", "content": system},
+                                     {"role": "user", "content": f"Say {c}."}]}
+                r = await http.post("/chat/completions", json=body)
+                assert r.status_code == 200, r.text
+                reply = r.json()
+                assert len(reply["choices"]) == 1 + c % 3 and reply["usage"]["completion_tokens"] > 0
+                return reply
+
+            async def health_watch(http: httpx.AsyncClient, stop: asyncio.Event) -> list[float]:
+                waits = []
+                while not stop.is_set():
+                    t = asyncio.get_running_loop().time()
+                    assert (await http.get(url.removesuffix("/v1") + "/health")).status_code == 200
+                    waits.append(asyncio.get_running_loop().time() - t)
+                    await asyncio.sleep(0.2)
+                return waits
+
+            async def run() -> tuple[list[dict], list[float]]:
+                # Clients made up front: building 64 of them inside the timed window would block this loop itself.
+                limits = httpx.Limits(max_connections=CLIENTS + 2)
+                async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http, \
+                        httpx.AsyncClient(timeout=5) as probe:
+                    stop = asyncio.Event()
+                    watcher = asyncio.create_task(health_watch(probe, stop))
+                    replies = await asyncio.wait_for(asyncio.gather(*(client(http, c) for c in range(CLIENTS))),
+                                                     timeout=600)
+                    stop.set()
+                    return replies, await watcher
+
+            replies, waits = asyncio.run(run())
+            health = httpx.get(url.removesuffix("/v1") + "/health").json()
+    finally:
+        backend.close()
+    assert len({r["id"] for r in replies}) == CLIENTS
+    assert health["in_flight"] == 0 and waits and max(waits) < 1.0
