@@ -117,3 +117,36 @@ def test_strategies_detail_shows_field_docstrings():
     out = runner.invoke(app, ["strategies", "adaptive_consistency"])
     assert out.exit_code == 0 and "threshold" in out.output and "Aggarwal" in out.output
     assert runner.invoke(app, ["strategies", "nope"]).exit_code == 2
+
+
+def test_zero_samples_and_an_empty_question_are_refused_plainly():
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    r = CliRunner().invoke(app, ["ask", "What is 2+2?", "--model", "scripted", "--n", "0"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "n=0" in r.output and "at least one" in r.output and "cot" not in r.output
+    r = CliRunner().invoke(app, ["ask", "   ", "--model", "scripted"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "empty" in r.output
+
+
+def test_a_sweep_into_a_folder_of_other_files_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    (tmp_path / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(app, ["sweep", "--task", "gsm8k", "--model", "scripted", "--limit", "1", "--budgets",
+                                 "1", "--out", str(tmp_path)], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "other files" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_all_candidates_cut_off_gets_a_hint_to_raise_max_tokens():
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    r = CliRunner().invoke(app, ["ask", "Count to a hundred.", "--model", "scripted", "--max-tokens", "2"],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "raise --max-tokens" in r.output

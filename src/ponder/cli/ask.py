@@ -86,6 +86,12 @@ def ask(
 ) -> None:
     """Answer QUESTION with a test-time-compute strategy; show the candidates, the votes or scores, and the cost."""
     name = strategy or ("self_consistency" if n is not None and n > 1 else "cot")
+    if n is not None and n < 1:
+        err_console.print(f"[bold red]error:[/] invalid n={n}: ask for at least one sample (--n 1 or more)")
+        raise typer.Exit(2)
+    if not question.strip():
+        err_console.print("[bold red]error:[/] the question is empty: give the question to answer as the argument")
+        raise typer.Exit(2)
     options = {"n": n, "temperature": temperature, "max_tokens": max_tokens, "verifier": verifier, "seed": seed}
     backend_options = {k: v for k, v in (("n_threads", threads), ("n_ctx", n_ctx)) if v is not None}
     try:
@@ -103,6 +109,10 @@ def ask(
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(1) from None
     seconds = time.monotonic() - start
+    if (result.answer is None and not result.budget_exhausted and not as_json and result.candidates
+            and all(c.finish_reason == "length" for c in result.candidates)):
+        err_console.print(f"[yellow]hint:[/] every candidate was cut off at max_tokens before it answered: raise "
+                          f"--max-tokens (it was {getattr(built, 'max_tokens', 'the default')})", highlight=False)
     if as_json:
         typer.echo(json.dumps(to_json(result, ledger, info, seconds), default=str))
     else:

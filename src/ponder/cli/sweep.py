@@ -126,6 +126,9 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
 
     if (out is None) == (resume is None):
         raise InvalidParameter("out", out, "give either --out NEW_FOLDER or --resume EXISTING_FOLDER")
+    if out is not None and out.is_dir() and any(out.iterdir()) and not (out / "store.sqlite").exists():
+        raise InvalidParameter("out", str(out), "the folder holds other files and no run store: give a new or "
+                               "empty folder, so that a run never mixes with other files")
     store = Store.open(resume) if resume else None
     try:
         config = _config(given, store.config if store else None)
