@@ -65,7 +65,9 @@ def generate(runs: Path, model: str, limit: int, pure_limit: int, concurrency: i
 
 def load(run: Path) -> tuple[Analysis, dict[str, Any]]:
     with Store.open(run) as store:
-        config = {**store.config, "machine_seconds": store.wall_seconds()}
+        tokens = sum(u.completion_tokens for r in [*store.samples(), *store.results()]
+                     for u in r.usage_by_role.values())
+        config = {**store.config, "machine_seconds": store.wall_seconds(), "generated_tokens": tokens}
         return analyze(store.problems(), store.samples(), store.results(), config), config
 
 
@@ -125,6 +127,9 @@ def analyse(runs: Path) -> dict[str, Any]:
         "compute_optimal_vs_majority": summary.get("compute_optimal_vs_majority"),
         "truncation_share": summary.get("truncation_share"),
         "machine_seconds": chosen_cfg.get("machine_seconds"),
+        "generated_tokens": chosen_cfg.get("generated_tokens"),
+        "generated_tokens_per_second": chosen_cfg["generated_tokens"] / chosen_cfg["machine_seconds"]
+        if chosen_cfg.get("machine_seconds") else None,
     }
     if (runs / "pure" / "store.sqlite").exists():
         pure, pure_cfg = load(runs / "pure")
