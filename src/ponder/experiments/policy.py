@@ -183,7 +183,10 @@ class Ratio:
     def text(self) -> str:
         if not self.measurable:
             return f"not measurable ({self.reason})"
-        return f"{self.value:.2f}x less compute (95% CI {self.ci_low:.2f}-{self.ci_high:.2f})"
+        lo, hi = self.accuracy_gap_ci
+        return (f"{self.value:.2f}x less compute (95% CI {self.ci_low:.2f}-{self.ci_high:.2f}) at "
+                f"{100 * (self.accuracy_gap or 0.0):+.1f} points of held-out accuracy "
+                f"({100 * (lo or 0.0):+.1f} to {100 * (hi or 0.0):+.1f})")
 
 
 def ratio(c: Comparison, resamples: int = 2000, seed: int = 0) -> Ratio:
