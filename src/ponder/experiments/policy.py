@@ -110,6 +110,19 @@ def _matching_fit(outcomes: Sequence[Outcome], probe: ProbeData, train: np.ndarr
     return None
 
 
+def _candidates(outcomes: Sequence[Outcome], probe: ProbeData, axis: str
+                ) -> tuple[list[Outcome], np.ndarray, list[float]]:
+    """The fixed deployable strategies, the problems every one of them and the probe has data for (a run still in
+    progress has gaps), and the compute levels to try (the top one raised by the probe's own cost)."""
+    fixed = [o for o in outcomes if o.deployable and np.isfinite(o.correct).any()]
+    known = probe.bins > 0
+    for o in fixed:
+        known &= np.isfinite(o.correct) & np.isfinite(o.cost[axis])
+    grid = compute_levels(fixed, axis, 24)
+    extra = float(np.nanmax(probe.cost)) if np.isfinite(probe.cost).any() else 0.0
+    return fixed, known, [*grid[:-1], *(grid[-1:] + extra)]
+
+
 @dataclass(frozen=True)
 class Comparison:
     """The held-out policy against one fixed baseline, per problem (averaged over the repeated splits)."""
@@ -130,17 +143,12 @@ def compare(outcomes: Sequence[Outcome], probe: ProbeData, axis: str = "tokens",
             repeats: int = 5, seed: int = 0) -> Comparison:
     """Repeated 2-fold cross-validation of the policy against `baseline` (default: the best fixed strategy of each
     training fold). Each problem is held out once per repeat; its figures are averaged over repeats."""
-    fixed = [o for o in outcomes if o.deployable and np.isfinite(o.correct).any()]
-    known = probe.bins > 0  # and every fixed strategy has data (a run still in progress has gaps)
-    for o in fixed:
-        known &= np.isfinite(o.correct) & np.isfinite(o.cost[axis])
+    fixed, known, levels = _candidates(outcomes, probe, axis)
     n = len(probe.bins)
     sums = np.zeros((4, n))
     held = np.zeros(n)
     matched = folds = 0
     chosen: list[str] = []
-    extra = float(np.nanmax(probe.cost)) if np.isfinite(probe.cost).any() else 0.0
-    levels = [*compute_levels(fixed, axis, 24)[:-1], *(compute_levels(fixed, axis, 24)[-1:] + extra)]
     rng = np.random.default_rng(seed)
     for _ in range(repeats):
         order = rng.permutation(np.flatnonzero(known))
@@ -225,15 +233,10 @@ def _why(r: Ratio, reason: str) -> Ratio:
 
 def deployable(outcomes: Sequence[Outcome], probe: ProbeData, axis: str = "tokens") -> Fit | None:
     """The policy fitted on every problem: the cheapest that matches the best fixed strategy's accuracy."""
-    fixed = [o for o in outcomes if o.deployable and np.isfinite(o.correct).any()]
-    known = probe.bins > 0
-    for o in fixed:
-        known &= np.isfinite(o.correct) & np.isfinite(o.cost[axis])
+    fixed, known, levels = _candidates(outcomes, probe, axis)
     top = best_fixed(fixed, known, axis)
     if top is None:
         return None
-    extra = float(np.nanmax(probe.cost)) if np.isfinite(probe.cost).any() else 0.0
-    levels = [*compute_levels(fixed, axis, 24)[:-1], *(compute_levels(fixed, axis, 24)[-1:] + extra)]
     return _matching_fit(fixed, probe, known, top.accuracy(known), axis, levels)
 
 
