@@ -89,9 +89,7 @@ def sampler_comparison(chosen: Analysis, pure: Analysis, chosen_cfg: dict, pure_
                      (("maj", "self_consistency"), ("pass", "pass_at_k")) for k in (1, 2, 4)}
     c1, p1 = chosen.outcome("self_consistency", 1), pure.outcome("self_consistency", 1)
     if c1 is not None and p1 is not None:
-        aligned = type(c1)(c1.strategy, c1.budget, c1.correct[mask], {a: v[mask] for a, v in c1.cost.items()})
-        p1 = type(p1)(p1.strategy, p1.budget, p1.correct[pure_mask], {a: v[pure_mask] for a, v in p1.cost.items()})
-        g = paired_gain(aligned, p1)
+        g = paired_gain(c1.on(mask), p1.on(pure_mask))
         out["single_sample_gain_of_chosen"] = {"gain": g.gain, "ci": list(g.gain_ci)}
     return out
 

@@ -106,6 +106,9 @@ def test_streamed_request_to_a_dead_backend_still_gets_its_status() -> None:
     ({**CHAT, "ponder": {"strategy": "self_consistency", "params": {"seed": "x"}}}, 400),
     ({**CHAT, "ponder": {"strategy": "cot", "params": {"system": 5}}}, 400),
     ({**CHAT, "max_tokens": 10**7}, 400),
+    ({**CHAT, "ponder": {"strategy": "compute_optimal", "params": {"policy": "/etc/passwd"}}}, 400),
+    ({**CHAT, "reasoning_effort": "high", "ponder": {"params": {"policy": "/etc/hostname"}}}, 400),
+    ({**CHAT, "ponder": {"strategy": "compute_optimal"}}, 400),
     ({**CHAT, "model": "cot-0:tiny"}, 400),
 ])
 def test_bad_requests_are_4xx_in_openai_shape(body: object, status: int) -> None:

@@ -180,12 +180,12 @@ class LlamaCppBackend:
             n = self._L.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, True)
         return list(buf[:n])
 
-    async def _job(self, messages: Sequence[Message], params: SamplingParams, prefix: str, stream: bool) -> Any:
+    def _job(self, messages: Sequence[Message], params: SamplingParams, prefix: str, stream: bool) -> Any:
         from ponder.backends.scheduler import Job
 
-        # The chat template and the tokenizer take milliseconds per prompt: off the event loop, so that a burst of
-        # requests never stalls the server's other work (/health, streaming).
-        prompt = await asyncio.to_thread(lambda: self.tokenize(self.render(messages, prefix)))
+        # Tokenized on the caller's loop, not in a thread: requests gathered together are then submitted in order
+        # and admitted in the same step, so their batch shapes (and so their numbers) repeat from run to run.
+        prompt = self.tokenize(self.render(messages, prefix))
         if not prompt:
             raise InvalidParameter("messages", messages, "give a non-empty prompt")
         check_fits(len(prompt), params.max_tokens, self.n_ctx_seq, self.n_ctx)
@@ -198,7 +198,7 @@ class LlamaCppBackend:
         self, messages: Sequence[Message], params: SamplingParams, prefix: str = ""
     ) -> list[Generation]:
         """Return params.n generations; they share one prefill. Cancelling frees their sequences at once."""
-        job = await self._job(messages, params, prefix, stream=False)
+        job = self._job(messages, params, prefix, stream=False)
         self._scheduler.submit(job)
         try:
             return await asyncio.shield(job.sink.future)
@@ -210,7 +210,7 @@ class LlamaCppBackend:
         """Text deltas of one generation (n=1), as they are decoded; stop strings are never emitted."""
         if params.n != 1:
             raise InvalidParameter("n", params.n, "stream one generation at a time: use n=1")
-        job = await self._job(messages, params, prefix, stream=True)
+        job = self._job(messages, params, prefix, stream=True)
         self._scheduler.submit(job)
         try:
             while True:
@@ -230,7 +230,7 @@ class LlamaCppBackend:
         The Generation returned is exact (usage, finish_reason): the server streams thinking with it."""
         if params.n != 1:
             raise InvalidParameter("n", params.n, "stream one generation at a time: use n=1")
-        job = await self._job(messages, params, prefix, stream=True)
+        job = self._job(messages, params, prefix, stream=True)
         self._scheduler.submit(job)
         try:
             while (item := await job.sink.stream.get()) is not _END and not isinstance(item, BaseException):

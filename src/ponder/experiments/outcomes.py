@@ -51,6 +51,10 @@ class Outcome:
     def label(self) -> str:
         return f"{self.strategy}@{self.budget}"
 
+    def on(self, mask: np.ndarray) -> Outcome:
+        """This outcome on the problems `mask` keeps (to pair it with a run over other problems)."""
+        return replace(self, correct=self.correct[mask], cost={a: v[mask] for a, v in self.cost.items()})
+
     def accuracy(self, mask: np.ndarray | None = None) -> float:
         x = self.correct if mask is None else self.correct[mask]
         return float(np.nanmean(x)) if np.isfinite(x).any() else math.nan

@@ -36,6 +36,8 @@ from ponder.types import Message, Problem
 # `STRATEGY-K:MODEL`: a prefix that looks like a strategy (lower-case words, optional -K) before the first colon.
 _MODEL_STRATEGY = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?)(?:-(?P<k>\d+))?:(?P<model>.+)$")
 PLAIN_TEMPERATURE = 1.0  # OpenAI's default; our cot's own default (greedy) is for benchmarks
+OPERATOR_ONLY = frozenset({"policy"})
+"""Strategy fields that name a file on the server: only the operator's configuration may set them."""
 _SEED_STRIDE = 1000  # choice i of a seeded request runs with seed + 1000 i, so its samples never overlap
 
 
@@ -96,6 +98,10 @@ def _choose(req: ChatCompletionRequest | CompletionRequest, config: ServerConfig
     """(strategy name, k, params) by the precedence in the module docstring."""
     opts = req.ponder
     params: dict[str, Any] = dict(opts.params) if opts else {}
+    if OPERATOR_ONLY & set(params):
+        name = sorted(OPERATOR_ONLY & set(params))[0]
+        raise InvalidParameter(f"ponder.params.{name}", params[name], "a client cannot name files on this server: "
+                               "the operator sets it (ponder serve --policy; reasoning_effort \"auto\" applies it)")
     from_model, k, _ = split_model(req.model)
     if opts and opts.strategy:
         return opts.strategy, k if from_model == opts.strategy else None, params

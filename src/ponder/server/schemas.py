@@ -3,8 +3,8 @@
 Only requests are modelled here (they drive validation and the OpenAPI schema); responses are built as plain dicts
 in responses.py. The sampler fields are OpenAI's plus vLLM's extras (top_k, min_p, repetition_penalty), and each
 takes effect. Unknown fields that change nothing (user, metadata, ...) are accepted and ignored; a field that would
-change the output but that ponder cannot honour (tools, response_format, logprobs, logit_bias, guided decoding,
-...) is refused by `unhonoured()` with a 400 that names it, never silently dropped. Tool and function messages are
+change the output but that ponder cannot honour (tools, response_format, logit_bias, guided decoding, ...) is
+refused by `unhonoured()` with a 400 that names it, never silently dropped. Tool and function messages are
 not supported. Everything is converted to ponder.types dataclasses at once in routing.py.
 """
 

@@ -9,6 +9,7 @@ does not have is an InvalidParameter that lists the fields it does have, so a ne
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -123,13 +124,18 @@ def _fits(value: Any, hint: Any) -> bool:
     return True  # verifiers, callables and other objects: the strategy checks them itself
 
 
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    """A strategy class's resolved field annotations, once per class (requests build strategies often)."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # a plugin with unresolvable annotations: its constructor checks its own fields
+        return {}
+
+
 def check_type(cls: Any, key: str, value: Any, label: str) -> None:
     """InvalidParameter naming `label` when `value` cannot be field `key`'s type (a 400, never a TypeError)."""
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # a plugin with unresolvable annotations: its constructor checks its own fields
-        return
-    hint = hints.get(key)
+    hint = _hints(cls).get(key)
     if hint is not None and not _fits(value, hint):
         if typing.get_origin(hint) is typing.Literal:
             shown = "one of " + ", ".join(repr(a) for a in typing.get_args(hint))

@@ -67,11 +67,17 @@ class ComputeOptimal:
     """Base seed of the probe and of the chosen strategy."""
 
     def __post_init__(self) -> None:
-        load_policy(self.policy)  # a bad file fails when the strategy is built, before any compute
+        # Read once, when the strategy is built: a bad file fails before any compute, and no solve reads it again.
+        object.__setattr__(self, "_document", load_policy(self.policy))
+
+    @property
+    def document(self) -> Mapping[str, Any]:
+        """The policy file's contents, as read when the strategy was built."""
+        return self._document  # type: ignore[attr-defined, no-any-return]
 
     def choice(self, bin_: int) -> Mapping[str, Any]:
         """The policy's choice for a bin; a bin it never saw takes the hardest bin's choice (spend, don't guess)."""
-        choices = load_policy(self.policy)["choices"]
+        choices = self.document["choices"]
         return choices.get(str(bin_)) or choices[max(choices, key=int)]
 
     def chosen_strategy(self, bin_: int) -> Any:
@@ -83,7 +89,7 @@ class ComputeOptimal:
         return at_budget(strategy, int(c.get("budget", 1)))
 
     async def solve(self, problem: Problem, backend: object, ledger: Ledger) -> Result:
-        probe = load_policy(self.policy)["probe"]
+        probe = self.document["probe"]
         params = SamplingParams(max_tokens=int(probe.get("max_tokens") or 512), n=int(probe.get("samples", 2)),
                                 temperature=float(probe.get("temperature") or 0.7), seed=self.seed)
         try:
@@ -91,7 +97,7 @@ class ComputeOptimal:
         except BudgetExhausted:
             return result(self.name, ledger, answer=None, exhausted=True)
         value = agreement([candidate(g).answer for g in gens])
-        bin_ = bin_of(value, load_policy(self.policy)["bins"].get("edges", AGREEMENT_EDGES))
+        bin_ = bin_of(value, (self.document.get("bins") or {}).get("edges", AGREEMENT_EDGES))
         chosen = self.chosen_strategy(bin_)
         outcome = await chosen.solve(problem, backend, ledger)
         decision = {"event": "policy", "bin": bin_, "agreement": value, "strategy": self.choice(bin_).get("label"),
