@@ -43,6 +43,7 @@ from typing import Any
 import httpx
 
 from ponder.backends.base import fan_out
+from ponder.backends.credentials import split_credentials
 from ponder.backends.openai_wire import (
     PREFIX_MODES,
     SERVER_PREFIX_MODES,
@@ -89,7 +90,9 @@ class OpenAIBackend:
             raise InvalidParameter("max_retries", max_retries, "use 0 (no retries) or more")
         if not timeout > 0:
             raise InvalidParameter("timeout", timeout, "use a positive number of seconds")
-        self.base_url = base_url.rstrip("/")
+        bare, self._credentials = split_credentials(base_url.rstrip("/"))
+        self.base_url = bare
+        """The server's URL without the credentials it may have carried (those go out as basic auth only)."""
         self.model = model
         self.api_key_env = api_key_env
         self.max_concurrency = max_concurrency
@@ -102,7 +105,7 @@ class OpenAIBackend:
         self.usage_estimated = 0
         """How many responses carried no usage and were estimated (see openai_wire)."""
         self.policy = RetryPolicy(max_retries=max_retries, backoff=backoff)
-        self._scrub = Scrubber(self._key)
+        self._scrub = Scrubber(lambda: (self._key(), *(self._credentials or ())))
         self._transport = transport
         self._auto_fallback = False
         self._http: httpx.AsyncClient | None = None
@@ -120,7 +123,9 @@ class OpenAIBackend:
         """The client and semaphore of the running event loop (a new loop, as in a second asyncio.run, gets new)."""
         loop = asyncio.get_running_loop()
         if self._http is None or self._sem is None or self._loop is not loop:
-            self._http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, transport=self._transport)
+            auth = httpx.BasicAuth(*self._credentials) if self._credentials else None
+            self._http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, transport=self._transport,
+                                           auth=auth)
             self._sem = asyncio.Semaphore(self.max_concurrency)
             self._mode_lock = asyncio.Lock()
             self._loop = loop

@@ -23,7 +23,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -97,14 +97,20 @@ def shown(scrub: Callable[[str], str], text: str, limit: int = SHOWN_CHARS) -> s
 
 
 class Scrubber:
-    """Removes a secret from any text that may be shown: messages, logs, stored records."""
+    """Removes secrets from any text that may be shown: messages, logs, stored records.
 
-    def __init__(self, secret: Callable[[], str | None]) -> None:
-        self._secret = secret
+    `secrets` returns the current secret, or several (an API key and a URL's password); empty ones are skipped.
+    """
+
+    def __init__(self, secrets: Callable[[], str | Iterable[str | None] | None]) -> None:
+        self._secrets = secrets
 
     def __call__(self, text: str) -> str:
-        key = self._secret()
-        return text.replace(key, "***") if key else text
+        found = self._secrets()
+        secrets = [s for s in ((found,) if found is None or isinstance(found, str) else found) if s]
+        for secret in sorted(secrets, key=len, reverse=True):  # longest first: one holding another goes whole
+            text = text.replace(secret, "***")
+        return text
 
     def __repr__(self) -> str:
         return "Scrubber(***)"

@@ -68,7 +68,10 @@ def serve(
     api_key_env: str | None = typer.Option(None, "--api-key-env",
                                            help="Require 'Authorization: Bearer $VAR' from clients."),
     pass_through_key: bool = typer.Option(False, "--pass-through-key",
-                                          help="Send each client's bearer key on to the upstream."),
+                                          help="Send each client's bearer key on to the upstream; a client "
+                                          "that sends none gets 401."),
+    pass_through_fallback: bool = typer.Option(False, "--pass-through-fallback", help="With --pass-through-key: "
+                                               "serve keyless clients with the upstream key of --upstream-key-env."),
     max_concurrency: int = typer.Option(64, "--max-concurrency", help="Requests in flight; more get 429."),
     max_n: int = typer.Option(16, "--max-n", help="Most choices (n) per request."),
     max_samples: int = typer.Option(64, "--max-samples", help="Ceiling of every count a request sets (n, n_max, "
@@ -106,7 +109,10 @@ def serve(
         efforts = parse_efforts(effort)
         if policy is not None:
             efforts = {**efforts, "auto": policy_effort(policy, model if upstream is None else upstream_model)}
+        if pass_through_fallback and not pass_through_key:
+            raise InvalidParameter("pass-through-fallback", True, "it only applies with --pass-through-key")
         config = ServerConfig(api_key_env=api_key_env, pass_through_key=pass_through_key,
+                              pass_through_fallback=pass_through_fallback,
                               max_concurrency=max_concurrency, max_n=max_n,
                               max_body_bytes=max_body_bytes, efforts=efforts, strict_model=strict_model,
                               max_samples=max_samples, max_request_tokens=max_request_tokens,

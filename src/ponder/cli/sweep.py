@@ -106,12 +106,16 @@ def _task_options(pairs: list[str]) -> dict[str, Any]:
 
 
 def _config(given: dict[str, Any], stored: dict[str, Any] | None) -> Any:
+    from ponder.backends.credentials import is_redacted
     from ponder.experiments.sweep import SweepConfig, parse_budgets
 
     values = {**DEFAULTS, **(stored or {}), **given}
     for key in ("task", "model"):
         if not values.get(key):
             raise InvalidParameter(key, None, f"give --{key} (or --resume a run)")
+    if is_redacted(values["model"]) and "model" not in given:
+        raise InvalidParameter("model", values["model"], "the run's server URL carried credentials, which a store "
+                               "never keeps: resume with --model and the full URL")
     strategies = values["strategies"]
     if isinstance(strategies, str):
         strategies = [s.strip() for s in strategies.split(",") if s.strip()]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ponder.backends.credentials import redact_url
 from ponder.backends.overrides import Overrides
 from ponder.errors import InvalidParameter, StoreError
 from ponder.experiments.executor import Executor, InProcessExecutor
@@ -136,7 +137,7 @@ class SweepConfig:
         return tuple(s for s in self.strategies if not declared(STRATEGIES.get(s)) and _scales(s))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "model": self.model, "strategies": list(self.strategies),
+        return {"task": self.task, "model": redact_url(self.model), "strategies": list(self.strategies),
                 "budgets": list(self.budgets), "limit": self.limit, "seed": self.seed,
                 "max_tokens": self.max_tokens, "temperature": self.temperature,
                 "task_options": dict(self.task_options), "sampler": dict(self.sampler),

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ponder.backends.openai import REQUEST_KEY
 from ponder.errors import InvalidParameter, PonderError, UpstreamError
 from ponder.registry import STRATEGIES
 from ponder.server.bodies import declare_bodies, parse, validation_error
@@ -111,7 +112,7 @@ class _Service:
         try:
             return await self._answer(request, req, chat)
         except UpstreamError as exc:
-            if self.config.pass_through_key and exc.status in (401, 403):  # the client's own key was refused
+            if REQUEST_KEY.get() is not None and exc.status in (401, 403):  # the client's own key was refused
                 raise ApiError(exc.status, f"the upstream server refused your API key: {exc}",
                                code="invalid_api_key") from None
             raise

@@ -39,8 +39,11 @@ class ServerConfig:
     api_key_env: str | None = None
     """Environment variable holding the server's own key; None: no auth. Its value is read once, never logged."""
     pass_through_key: bool = False
-    """With no server key of its own, send each client's bearer key on to the upstream server (instead of the
-    key in the backend's environment variable). Never logged."""
+    """With no server key of its own, send each client's bearer key on to the upstream server instead of the
+    key in the backend's environment variable; a client that sends none gets a 401. Never logged."""
+    pass_through_fallback: bool = False
+    """With pass_through_key: serve a client that sends no key with the operator's own key (opt-in: anyone who can
+    reach the server then spends it)."""
     max_concurrency: int = 64
     """Generation requests in flight at once; more are refused with 429 and Retry-After."""
     retry_after_s: int = 1

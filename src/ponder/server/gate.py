@@ -5,7 +5,8 @@ A plain ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware, which the 
 - auth: with a server key, every /v1/ request needs `Authorization: Bearer <key>`, compared in constant time
   (hmac.compare_digest); /health and /metrics stay open. The key is held here only, never logged or echoed.
   Without one, and with `pass_through_key`, the client's bearer key is handed to the HTTP backend for this
-  request only (ponder.backends.openai.REQUEST_KEY).
+  request only (ponder.backends.openai.REQUEST_KEY); a client that sends none is a 401, unless the operator opted
+  into `pass_through_fallback` (then the operator's own key serves it).
 - body size: a body over the limit is a 413, whether or not it declares Content-Length.
 - concurrency: generation requests in flight are counted (a stream counts until it ends); over the limit is a 429
   with Retry-After.
@@ -89,6 +90,11 @@ class Gate:
                 REQUEST_KEY.reset(token)
             self.metrics.observe_request(endpoint, status[0], time.perf_counter() - start)
 
+    def _needs_own_key(self, scope: Scope, path: str) -> bool:
+        """A keyless client of a pass-through server, which the operator's key must not serve unasked."""
+        return (self.key is None and self.config.pass_through_key and not self.config.pass_through_fallback
+                and path in GENERATION_PATHS and self._passed_key(scope, path) is None)
+
     def _passed_key(self, scope: Scope, path: str) -> str | None:
         """The client's bearer key, when it is to be passed on to the upstream."""
         if self.key is not None or not self.config.pass_through_key or not path.startswith("/v1/"):
@@ -101,6 +107,12 @@ class Gate:
         if self.key is not None and path.startswith("/v1/") and not self.key.matches(_header(scope, b"authorization")):
             await _send_error(send, ApiError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
                                              code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}))
+            return
+        if self._needs_own_key(scope, path):
+            await _send_error(send, ApiError(
+                401, "this server passes each client's key on to its upstream and you sent none: send "
+                "'Authorization: Bearer YOUR_UPSTREAM_KEY'", code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"}))
             return
         if scope.get("method") == "POST":
             declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), b"0")
