@@ -98,6 +98,14 @@ def test_n_gives_independent_choices(client) -> None:
     assert reply.usage.completion_tokens == 3 * count_tokens("So the answer is 4.")
 
 
+def test_n_counts_the_prompt_once_like_one_call_with_n_samples(client) -> None:
+    one = ask(client, seed=1)
+    three = ask(client, n=3, seed=1)
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens > 0  # as self_consistency-3's one call with n=3
+    assert three.usage.total_tokens == three.usage.prompt_tokens + three.usage.completion_tokens
+    assert three.usage.prompt_tokens_details.cached_tokens <= three.usage.prompt_tokens
+
+
 def test_reasoning_effort_selects_the_configured_strategy(client) -> None:
     reply = ask(client, reasoning_effort="medium")  # self_consistency n=4 by default
     block = reply.model_extra["ponder"]

@@ -91,6 +91,8 @@ class Ledger:
         self.prices = prices or PriceTable()
         self.model = model
         self._by_role: dict[str, Usage] = {}
+        self.opening: Usage | None = None
+        """The prompt and cached tokens of the first call: the request's own prompt, which n choices share."""
         self._started = time.monotonic()
         self._in_flight = 0
         self._busy_since = 0.0
@@ -194,5 +196,7 @@ class MeteredBackend:
             usage = usage + g.usage
         if self.thinking:
             usage = usage + Usage(thinking_tokens=sum(g.completion_tokens for g in gens))
+        if self.ledger.opening is None:
+            self.ledger.opening = Usage(prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens)
         self.ledger.charge(self.role, usage)
         return gens

@@ -76,14 +76,21 @@ def total_usage(outcomes: Sequence[Outcome]) -> Usage:
     return total
 
 
-def usage_body(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+def usage_body(outcomes: Sequence[Outcome], n: int) -> dict[str, Any]:
+    """OpenAI's usage object. With n choices per prompt, the prompt is counted once, as OpenAI and vLLM do: the
+    opening call's prompt of every choice after a prompt's first is taken out (a strategy's own later calls stay)."""
     total = total_usage(outcomes)
+    shared = Usage()
+    for o in outcomes:
+        if o.index % n and o.ledger.opening is not None:
+            shared = shared + o.ledger.opening
+    prompt = total.prompt_tokens - shared.prompt_tokens
     reasoning = max(0, total.completion_tokens - sum(o.answer_tokens() for o in outcomes))
     return {
-        "prompt_tokens": total.prompt_tokens,
+        "prompt_tokens": prompt,
         "completion_tokens": total.completion_tokens,
-        "total_tokens": total.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": total.cached_tokens},
+        "total_tokens": prompt + total.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": min(prompt, max(0, total.cached_tokens - shared.cached_tokens))},
         "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
 
@@ -182,7 +189,7 @@ def chat_body(plan: Plan, outcomes: Sequence[Outcome], backend: Any, seconds: fl
                         "logprobs": chat_logprobs(o) if plan.overrides.logprobs else None})
     return {
         "id": new_id("chatcmpl"), "object": "chat.completion", "created": int(time.time()), "model": plan.model,
-        "choices": choices, "usage": usage_body(outcomes),
+        "choices": choices, "usage": usage_body(outcomes, plan.n),
         "ponder": ponder_block(plan, outcomes, backend, seconds),
     }
 
@@ -192,6 +199,6 @@ def completion_body(plan: Plan, outcomes: Sequence[Outcome], backend: Any, secon
                 "logprobs": completion_logprobs(o) if plan.overrides.logprobs else None} for o in outcomes]
     return {
         "id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": plan.model,
-        "choices": choices, "usage": usage_body(outcomes),
+        "choices": choices, "usage": usage_body(outcomes, plan.n),
         "ponder": ponder_block(plan, outcomes, backend, seconds),
     }

@@ -139,5 +139,5 @@ class StreamRun:
         seconds = time.perf_counter() - self.started
         yield self._chunk([], ponder=ponder_block(self.plan, outcomes, self.backend, seconds))
         if self.include_usage:
-            yield self._chunk([], usage=usage_body(outcomes))
+            yield self._chunk([], usage=usage_body(outcomes, self.plan.n))
         yield b"data: [DONE]\n\n"
