@@ -120,3 +120,25 @@ def test_64_concurrent_clients_on_the_real_tiny_model_all_get_answers_and_health
         backend.close()
     assert len({r["id"] for r in replies}) == CLIENTS
     assert health["in_flight"] == 0 and waits and max(waits) < 1.0
+
+
+def test_a_large_n_on_the_scripted_backend_never_holds_the_event_loop() -> None:
+    """Generation yields to the loop: a 20000-sample call leaves a ticker (the server's /health) no gap over 0.1 s."""
+    from ponder.types import Message, SamplingParams
+
+    backend = ScriptedBackend(lambda call, i: "The answer is " + "4 " * 40)
+    gaps: list[float] = []
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(backend.generate([Message("user", "q")], SamplingParams(n=20000)))
+        last = loop.time()
+        while not task.done():
+            await asyncio.sleep(0.001)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+        return len(task.result())
+
+    assert asyncio.run(main()) == 20000
+    assert max(gaps) < 0.1, max(gaps)

@@ -16,6 +16,8 @@ from ponder.errors import BackendError
 from ponder.types import Generation, Message, ModelInfo, SamplingParams, TokenLogprob, Usage
 
 _PIECE = re.compile(r"\s*\S+\s*|\s+")
+_YIELD_EVERY = 32
+"""Samples rendered between two yields to the event loop (small n, the common case, never yields)."""
 
 
 def count_tokens(text: str) -> int:
@@ -64,6 +66,8 @@ class ScriptedBackend:
                                       n_heads=4, n_kv_heads=4, head_dim=16, n_ctx_train=4096)
         self.calls: list[ScriptedCall] = []
         self.supports_n = supports_n
+        self.deterministic = callable(script)
+        """A function of the call replies alike in any order (deterministic sweeps accept it); a list, by order."""
         self._script = script
         self._queue: Iterator[str | Reply] | None = iter(script) if not callable(script) else None
 
@@ -90,6 +94,8 @@ class ScriptedBackend:
         prompt_tokens = sum(count_tokens(m.content) for m in messages) + count_tokens(prefix)
         out = []
         for i in range(params.n):
+            if i and i % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a large n must not hold the event loop (the server's /health runs on it)
             out.append(self._render(self._next(call, i), params, prompt_tokens if i == 0 else 0))
         return out
 
