@@ -1,6 +1,8 @@
 """`ponder ask` and `ponder strategies` through Typer's CliRunner, on a scripted backend."""
 
 import json
+import re
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -150,3 +152,51 @@ def test_all_candidates_cut_off_gets_a_hint_to_raise_max_tokens():
     r = CliRunner().invoke(app, ["ask", "Count to a hundred.", "--model", "scripted", "--max-tokens", "2"],
                            env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "raise --max-tokens" in r.output
+
+
+def test_a_long_solve_shows_a_live_line_of_samples_tokens_and_rate(monkeypatch):
+    """While the strategy runs, stderr shows calls, samples, tokens and the rate, moving with the engine's own
+    decode counter (a local engine counts tokens before its call returns)."""
+    import asyncio
+    import io
+
+    from rich.console import Console
+
+    from ponder.cli import live
+    from ponder.ledger import Budget
+    from ponder.strategies.self_consistency import SelfConsistency
+    from ponder.types import Problem
+
+    class Engine(ScriptedBackend):
+        decoded = 0
+
+        def stats(self):
+            Engine.decoded += 7  # tokens decoded so far, growing while a call is in flight
+            return {"decoded_tokens": Engine.decoded}
+
+    engine = Engine(lambda call, i: "The answer is 4.", latency=1.3)
+    monkeypatch.setattr(ask_module, "open_backend", lambda spec, **kw: engine)
+    monkeypatch.setattr(live, "REFRESH_S", 0.05)
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=200)
+    strategy = SelfConsistency(n=3)
+    result, ledger, _ = asyncio.run(ask_module._run(strategy, Problem(id="q", question="2+2?"), "m", Budget(), {},
+                                                    live=console))
+    assert result.answer == "4" and ledger.generations == 3
+    shown = screen.getvalue()
+    assert "thinking:" in shown and "tok/s" in shown
+    mid = [int(n.replace(",", "")) for n in re.findall(r"samples done, ([\d,]+) tokens", shown)]
+    assert mid and max(mid) > 0  # tokens moved before the only call returned
+
+
+def test_the_live_line_counts_finished_calls_without_an_engine_counter():
+    from ponder.cli.live import tick
+    from ponder.ledger import Ledger
+    from ponder.types import Usage
+
+    ledger = Ledger()
+    ledger.charge("policy", Usage(calls=2, completion_tokens=40))
+    ledger.generations = 5
+    now = tick(ledger, object(), 0, started=time.monotonic() - 2.0)
+    assert (now.calls, now.samples, now.tokens) == (2, 5, 40) and 15 < now.rate < 25
+    assert "2 calls, 5 samples done, 40 tokens" in now.line()

@@ -91,6 +91,8 @@ class Ledger:
         self.prices = prices or PriceTable()
         self.model = model
         self._by_role: dict[str, Usage] = {}
+        self.generations = 0
+        """Generations returned so far (n per call)."""
         self.opening: Usage | None = None
         """The prompt and cached tokens of the first call: the request's own prompt, which n choices share."""
         self._started = time.monotonic()
@@ -196,6 +198,7 @@ class MeteredBackend:
             usage = usage + g.usage
         if self.thinking:
             usage = usage + Usage(thinking_tokens=sum(g.completion_tokens for g in gens))
+        self.ledger.generations += len(gens)
         if self.ledger.opening is None:
             self.ledger.opening = Usage(prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens)
         self.ledger.charge(self.role, usage)

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from ponder.backends.overrides import Overrides, WithOverrides
 from ponder.cli import app
+from ponder.cli.live import live_line
 from ponder.compute import ComputeReport
 from ponder.errors import InvalidParameter, PonderError, UnknownName
 from ponder.ledger import Budget, Ledger
@@ -47,12 +48,14 @@ async def _maybe_await(value: Any) -> Any:
 
 
 async def _run(strategy: Any, problem: Problem, model: str, budget: Budget,
-               backend_options: Mapping[str, Any], overrides: Overrides | None = None) -> tuple[Result, Ledger, Any]:
+               backend_options: Mapping[str, Any], overrides: Overrides | None = None,
+               live: Console | None = None) -> tuple[Result, Ledger, Any]:
     backend = await _maybe_await(open_backend(model, **backend_options))
     try:
         ledger = Ledger(budget, model=getattr(backend, "model", model))
         sampled = WithOverrides(backend, overrides) if overrides and overrides.sampler else backend
-        result = await strategy.solve(problem, sampled, ledger)
+        async with live_line(live or err_console, ledger, backend, enabled=live is not None):
+            result = await strategy.solve(problem, sampled, ledger)
     finally:
         close = getattr(backend, "aclose", None) or getattr(backend, "close", None)
         if callable(close):
@@ -101,7 +104,8 @@ def ask(
                                   "repetition_penalty": repetition_penalty})
         start = time.monotonic()
         result, ledger, info = asyncio.run(
-            _run(built, Problem(id="ask", question=question), model, budget, backend_options, overrides))
+            _run(built, Problem(id="ask", question=question), model, budget, backend_options, overrides,
+                 live=err_console if err_console.is_terminal else None))
     except (InvalidParameter, UnknownName) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
