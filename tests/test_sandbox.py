@@ -1,4 +1,5 @@
-"""The sandbox against hostile programs: each attack fails, the host is unharmed, and the next run still works."""
+"""The sandbox against hostile programs: each attack fails, the host is unharmed, and the next run still works.
+A run is capped as a whole (a cgroup per run) where the kernel allows it, and cancelling it kills it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import uuid
 
 import pytest
 
-from ponder.sandbox import isolation, run_python, run_python_async
+from _procs import alive, sandbox_pids
+from ponder import cgroups
+from ponder.sandbox import Limits, MemoryCap, _hierarchy, _run, isolation, memory_cap, run_python, run_python_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,6 +24,12 @@ needs_namespaces = pytest.mark.skipif(
     isolation() != "namespaces",
     reason="sandbox runs in 'rlimits' fallback mode here (not root or no usable `unshare`): "
     "no network/filesystem isolation, and a fork bomb would not be contained",
+)
+
+
+needs_cgroup = pytest.mark.skipif(
+    memory_cap() is MemoryCap.RLIMIT,
+    reason="no usable cgroup here: memory is capped per process only (the documented fallback)",
 )
 
 
@@ -198,11 +207,10 @@ def test_many_runs_concurrently_and_after_attacks_a_normal_program_still_works()
 
 
 def test_fallback_mode_still_limits_time_memory_and_environment(monkeypatch):
-    from ponder.sandbox import Limits, _run
-
     monkeypatch.setenv("FAKE_SECRET", "hunter2")
     ok = _run("import os\nprint(os.environ.get('FAKE_SECRET'), os.getcwd())", "", 5.0, Limits(), "rlimits")
     assert ok.ok and ok.isolation == "rlimits"
+    assert ok.memory_cap is MemoryCap.RLIMIT and ok.peak_memory_mb is None  # the result says it was per process
     assert ok.stdout.split()[0] == "None" and "ponder-sandbox-" in ok.stdout
     loop = _run("while True:\n    pass", "", 1.0, Limits(cpu_s=30), "rlimits")
     assert loop.timed_out and loop.killed == "timeout"
@@ -234,3 +242,84 @@ def test_host_unix_sockets_are_out_of_reach(tmp_path):
             server.accept()
     finally:
         server.close()
+
+
+def test_a_cgroup_caps_each_run_where_the_kernel_allows_it():
+    # a broken cgroup path must fail here, not silently turn the whole-run memory tests into skips
+    found = cgroups.detect()
+    if found is None:
+        pytest.skip("no usable cgroup on this machine: the documented per-process fallback applies")
+    assert memory_cap() is found.cap
+    r = run_python("print(open('/proc/self/cgroup').read())")
+    assert r.ok and r.memory_cap is found.cap and "ponder-sandbox-" in r.stdout
+    assert r.peak_memory_mb is not None and 0 < r.peak_memory_mb < 512
+    assert [d for d in os.listdir(found.memory) if d.startswith(f"ponder-sandbox-{os.getpid()}-")] == []
+
+
+@needs_cgroup
+def test_forked_children_cannot_exceed_the_memory_cap_together():
+    # five children of 300 MB each: 1.5 GB at once under a per-process cap of 512 MB; a cap on the run holds one
+    program = textwrap.dedent("""
+        import os, time
+        deadline = time.time() + 1.5
+        kids = []
+        for i in range(5):
+            pid = os.fork()
+            if pid == 0:
+                block = bytearray(b"x") * (300 << 20)  # every page written, so every page is charged
+                time.sleep(max(0.0, deadline - time.time()))
+                os._exit(0 if block.count(b"x") == len(block) else 1)  # still held all of it at the deadline
+            kids.append(pid)
+        print("held", sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 for pid in kids), flush=True)
+    """)
+    r = run_python(program, memory_mb=512, timeout_s=30.0)
+    held = int(r.stdout.split()[-1])
+    assert held * 300 <= 512, f"{held} children held 300 MB each at the same time under memory_mb=512"
+    assert r.peak_memory_mb is not None and r.peak_memory_mb <= 512
+    assert not r.ok and r.killed == "memory limit"
+
+
+@needs_cgroup
+def test_the_process_cap_holds_per_run_even_as_root_without_namespaces():
+    found = _hierarchy()
+    assert found is not None
+    if found.cap is MemoryCap.CGROUP_V1 and found.pids is None:
+        pytest.skip("no cgroup v1 pids hierarchy here: the process cap is RLIMIT_NPROC only")
+    program = textwrap.dedent("""
+        import os, time
+        n = 0
+        try:
+            while n < 100:
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+                n += 1
+        except OSError:
+            pass
+        print(n, flush=True)
+    """)
+    r = _run(program, "", 20.0, Limits(nproc=8), "rlimits", found)  # as root, RLIMIT_NPROC would not bite
+    assert r.ok, r.stderr
+    assert int(r.stdout) <= 8
+
+
+def test_cancelling_the_awaiting_task_kills_the_program_within_a_second():
+    marker = f"cancel-me-{uuid.uuid4().hex}"
+
+    async def main() -> tuple[set[int], float]:
+        task = asyncio.create_task(run_python_async(f"# {marker}\nwhile True:\n    pass", timeout_s=30.0))
+        deadline = time.monotonic() + 15
+        while len(pids := sandbox_pids(marker)) < (2 if isolation() == "namespaces" else 1):
+            assert time.monotonic() < deadline, "the program never started"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # let the program itself run (namespace mode: the child of the bootstrap)
+        pids = sandbox_pids(marker)
+        start = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pids, time.monotonic() - start
+
+    pids, seconds = asyncio.run(main())
+    assert pids and alive(pids) == set(), "the program outlived its cancelled run"
+    assert seconds < 1.0

@@ -9,10 +9,10 @@ Defences, strongest mode ("namespaces", used when we are root and util-linux `un
   mount, IPC and hostname namespaces. The network namespace has only a downed loopback: no socket reaches the host
   or the internet (abstract unix sockets are per network namespace too). The pid namespace dies with its first
   process, so nothing the program forks can outlive it.
-- A small bootstrap (this file run as a script) mounts private, size-capped tmpfs over /tmp, /var/tmp, /dev/shm
-  (world-writable) and /run (host unix sockets), and over folders that are not world-readable (e.g. /root, which
-  holds the Python install here: that install is bind-mounted back in), so the program sees none of the host's
-  temp files, sockets or home folder, and its writes vanish with the namespace.
+- A small bootstrap (`ponder.sandbox_bootstrap`, run as a script) mounts private, size-capped tmpfs over /tmp,
+  /var/tmp, /dev/shm (world-writable) and /run (host unix sockets), and over folders that are not world-readable
+  (e.g. /root, which holds the Python install here: that install is bind-mounted back in), so the program sees
+  none of the host's temp files, sockets or home folder, and its writes vanish with the namespace.
 - It then drops to a fresh unprivileged uid/gid (random, per run; no groups; no_new_privs), so the rest of the
   filesystem is read-only to the program and RLIMIT_NPROC is enforced (it is not for root), per run.
 - Resource limits (setrlimit): address space (memory), CPU seconds, processes, file size (which also caps the
@@ -24,30 +24,46 @@ Fallback ("rlimits", when not root, or `unshare` is missing or refused, e.g. in 
 the same temp folder, clean environment, new session, rlimits and wall-clock kill, but no network or filesystem
 isolation, and RLIMIT_NPROC only bites when not root. `isolation()` says which mode is in force; tests that need
 the namespaces skip with that reason. In both modes, world-readable host files stay readable (read-only).
-Memory is limited per process: with the process cap the total is bounded by nproc * memory_mb (no cgroup here).
+
+Memory and processes are capped per run, in either mode, where the kernel allows it (`ponder.cgroups`): each run
+gets a fresh cgroup (v2, else v1) holding its memory cap (no swap) and process cap; the bootstrap joins it before
+the program starts, and on exit everything in it is killed and the group removed. An out-of-memory kill anywhere
+in the run fails it ("memory limit"). Where no cgroup is usable, memory is capped per process only (RLIMIT_AS:
+with the process cap a run may hold nproc x memory_mb); `memory_cap()` and each result's `memory_cap` say which.
+
+Cancelling the task that awaits `run_python_async` kills the run, and the CancelledError comes out only once the
+program is dead, so whoever counts work in flight counts it until then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
 import random
-import resource
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any
+
+from ponder import cgroups, sandbox_bootstrap
+from ponder.cgroups import Hierarchy, MemoryCap, RunGroup
+
+__all__ = ["Limits", "MemoryCap", "SandboxResult", "compiles", "isolation", "memory_cap", "run_python",
+           "run_python_async"]
+
+log = logging.getLogger(__name__)
 
 _UNSHARE_ARGS = ("--net", "--pid", "--mount", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc")
-_PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm", "/run")
-"""Covered by a private tmpfs: the world-writable folders, and /run with its unix sockets (databases, dbus)."""
 _ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 """Numeric libraries would otherwise start a thread per core and hit the process cap on a big machine."""
 _MAX_OUTPUT = 1 << 20
@@ -70,10 +86,14 @@ class SandboxResult:
     """Wall-clock seconds of the run."""
     isolation: str = "namespaces"
     """The mode it ran in: "namespaces" or "rlimits" (see the module docstring)."""
+    memory_cap: MemoryCap = MemoryCap.RLIMIT
+    """How its memory was capped: the whole run in a cgroup, or each process only."""
+    peak_memory_mb: float | None = None
+    """Peak memory of the whole run (all its processes), where a cgroup measured it."""
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
+        return self.returncode == 0 and not self.timed_out and self.killed is None
 
 
 @dataclass(frozen=True)
@@ -81,17 +101,48 @@ class Limits:
     """Resource limits of one run."""
 
     memory_mb: int = 512
-    """Address space per process, in MiB."""
+    """Memory in MiB: of the whole run where a cgroup caps it (see memory_cap()), and of each process always."""
     cpu_s: float = 5.0
     """CPU seconds per process."""
     nproc: int = 32
-    """Processes (and threads) the sandbox uid may have."""
+    """Processes (and threads) the run may have."""
     fsize_mb: int = 16
     """Largest file (and stdout/stderr) it may write, in MiB."""
     nofile: int = 64
     """Open file descriptors."""
     tmpfs_mb: int = 64
     """Size of each private tmpfs (the working folder among them), in MiB."""
+
+
+class Stop:
+    """Stops a run from another thread: its process group is killed, or, not started yet, it never starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pgid: int | None = None
+        """Set while the program's leader is unreaped, so its pid (the group's id) cannot be someone else's."""
+        self.stopped = False
+
+    def start(self, popen: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes] | None:
+        with self._lock:
+            if self.stopped:
+                return None
+            proc = popen()
+            self._pgid = proc.pid
+            return proc
+
+    def reap(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            proc.wait()
+            self._pgid = None
+
+    def stop(self) -> bool:
+        """Kill the run; True when its program had started (the caller should wait for the run to end)."""
+        with self._lock:
+            self.stopped = True
+            if self._pgid is not None:
+                _kill_group(self._pgid)
+            return self._pgid is not None
 
 
 def compiles(source: str) -> bool:
@@ -104,19 +155,33 @@ def compiles(source: str) -> bool:
 
 
 def run_python(source: str, *, stdin: str = "", timeout_s: float = 5.0, memory_mb: int = 512,
-               cpu_s: float | None = None) -> SandboxResult:
+               cpu_s: float | None = None, stop: Stop | None = None) -> SandboxResult:
     """Run `source` as a Python program in the sandbox and return what it printed and how it ended."""
     limits = Limits(memory_mb=memory_mb, cpu_s=cpu_s if cpu_s is not None else timeout_s)
-    return _run(source, stdin, timeout_s, limits, isolation())
+    return _run(source, stdin, timeout_s, limits, isolation(), _hierarchy(), stop)
 
 
 async def run_python_async(source: str, *, stdin: str = "", timeout_s: float = 5.0, memory_mb: int = 512,
                            cpu_s: float | None = None) -> SandboxResult:
-    """run_python in a worker thread, so many programs can run at once from async code."""
-    import asyncio
+    """run_python in a worker thread, so many programs can run at once from async code. Cancelled, it kills the
+    program and raises CancelledError once the program is dead."""
+    stop = Stop()
+    future = asyncio.get_running_loop().run_in_executor(
+        None, lambda: run_python(source, stdin=stdin, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s,
+                                 stop=stop))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if stop.stop():
+            await _outlive(future)
+        raise
 
-    return await asyncio.to_thread(run_python, source, stdin=stdin, timeout_s=timeout_s, memory_mb=memory_mb,
-                                   cpu_s=cpu_s)
+
+async def _outlive(future: asyncio.Future[SandboxResult]) -> None:
+    """Wait for `future` to finish, even through further cancellations (the caller re-raises the first)."""
+    while not future.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([future])
 
 
 @lru_cache(maxsize=1)
@@ -127,78 +192,131 @@ def isolation() -> str:
     probe = _run("print(6 * 7)", "", 20.0, Limits(), "namespaces")
     if probe.returncode == 0 and probe.stdout.strip() == "42":
         return "namespaces"
-    logging.getLogger(__name__).warning(
+    log.warning(
         "sandbox: namespaces unavailable (%s), falling back to rlimits only: no network or filesystem isolation",
         (probe.killed or probe.stderr.strip().splitlines()[-1:] or [f"exit {probe.returncode}"]))
     return "rlimits"
 
 
-def _run(source: str, stdin: str, timeout_s: float, limits: Limits, mode: str) -> SandboxResult:
+def memory_cap() -> MemoryCap:
+    """How runs' memory is capped on this machine (probed once): a cgroup per run, or per-process rlimits only."""
+    found = _hierarchy()
+    return found.cap if found else MemoryCap.RLIMIT
+
+
+@lru_cache(maxsize=1)
+def _hierarchy() -> Hierarchy | None:
+    """The cgroup hierarchy runs are capped in, once a probe run has joined a group there; None if none works."""
+    found = cgroups.detect()
+    if found is None:
+        return None
+    probe = _run("print(open('/proc/self/cgroup').read())", "", 20.0, Limits(), "rlimits", found)
+    if probe.ok and probe.memory_cap is found.cap and "ponder-sandbox-" in probe.stdout:
+        return found
+    log.warning("sandbox: a %s group could not be joined (%s); memory is capped per process only", found.cap,
+                probe.stderr.strip().splitlines()[-1:] or [f"exit {probe.returncode}"])
+    return None
+
+
+def _run(source: str, stdin: str, timeout_s: float, limits: Limits, mode: str, hierarchy: Hierarchy | None = None,
+         stop: Stop | None = None) -> SandboxResult:
     workdir = tempfile.mkdtemp(prefix="ponder-sandbox-")
+    group = None
     try:
         main = os.path.join(workdir, "main.py")
         with open(main, "w", encoding="utf-8") as f:
             f.write(source)
         with open(os.path.join(workdir, "stdin"), "w", encoding="utf-8") as f:
             f.write(stdin)
-        argv, cwd, home = _command(main, workdir, limits, mode)
+        group = _new_group(hierarchy, limits)
+        argv, cwd, home = _command(main, workdir, limits, mode, group)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, **_ONE_THREAD}
-        return _supervise(argv, cwd, env, workdir, timeout_s, mode)
+        return _supervise(argv, cwd, env, workdir, timeout_s, mode, group, stop or Stop())
     finally:
+        if group is not None:
+            group.kill()
+            group.remove()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _command(main: str, workdir: str, limits: Limits, mode: str) -> tuple[list[str], str, str]:
-    """The argv to start (the bootstrap, which sets the limits and execs the program), its folder, and HOME."""
+def _new_group(hierarchy: Hierarchy | None, limits: Limits) -> RunGroup | None:
+    if hierarchy is None:
+        return None
+    try:
+        return cgroups.create(hierarchy, limits.memory_mb, limits.nproc + 1)  # + 1: the namespace's init
+    except OSError as exc:  # this run falls back to per-process limits, and its result says so
+        log.warning("sandbox: could not make a %s group (%s); this run's memory is capped per process only",
+                    hierarchy.cap, exc)
+        return None
+
+
+def _command(main: str, workdir: str, limits: Limits, mode: str,
+             group: RunGroup | None) -> tuple[list[str], str, str]:
+    """The argv to start (the bootstrap, which joins the cgroup, sets the limits and execs the program), its folder,
+    and HOME."""
     spec = {
         "mode": mode,
         "source": main,
         "limits": asdict(limits),
+        "cgroup": group.procs_files if group else [],
         "uid": random.randint(200_000, 1_999_999),  # fresh per run: RLIMIT_NPROC counts per uid
         "python": sys.executable,
         "keep": sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}),
     }
     # No preexec_fn: it is unsafe with threads (run_python_async); the bootstrap does that work after exec.
-    bootstrap = [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(spec)]
+    bootstrap = [sys.executable, "-I", "-S", os.path.abspath(sandbox_bootstrap.__file__), json.dumps(spec)]
     if mode == "rlimits":
         return bootstrap, workdir, workdir
     return [shutil.which("unshare") or "unshare", *_UNSHARE_ARGS, *bootstrap], workdir, "/tmp"
 
 
-def _supervise(argv: list[str], cwd: str, env: dict[str, str], workdir: str, timeout_s: float,
-               mode: str) -> SandboxResult:
+def _supervise(argv: list[str], cwd: str, env: dict[str, str], workdir: str, timeout_s: float, mode: str,
+               group: RunGroup | None, stop: Stop) -> SandboxResult:
     out_path, err_path = os.path.join(workdir, "stdout"), os.path.join(workdir, "stderr")
+    cap = group.cap if group else MemoryCap.RLIMIT
     start = time.monotonic()
-    timed_out = False
     with open(os.path.join(workdir, "stdin"), "rb") as fin, open(out_path, "wb") as fout, \
             open(err_path, "wb") as ferr:
-        proc = subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, cwd=cwd, env=env,
-                                start_new_session=True, close_fds=True)
+        proc = stop.start(lambda: subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr, cwd=cwd, env=env,
+                                                   start_new_session=True, close_fds=True))
+        if proc is None:  # stopped before it started
+            return SandboxResult("", "", -signal.SIGKILL, False, "cancelled", 0.0, mode, cap)
+        timed_out = False
         try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            timed_out = not _exited_within(proc, timeout_s)
         finally:
             _kill_group(proc.pid)  # stray children of a finished program die too
-            proc.wait()
+            if group is not None:
+                group.kill()  # and those that left the process group
+            stop.reap(proc)
     seconds = time.monotonic() - start
     stdout, stderr = _read(out_path), _read(err_path)
-    killed = "timeout" if timed_out else _why_killed(proc.returncode, stderr)
-    return SandboxResult(stdout, stderr, proc.returncode, timed_out, killed, seconds, mode)
+    peak, ooms = (group.peak_mb(), group.oom_killed()) if group else (None, 0)
+    killed = ("cancelled" if stop.stopped else "memory limit" if ooms else "timeout" if timed_out
+              else _why_killed(proc.returncode, stderr))
+    return SandboxResult(stdout, stderr, proc.returncode, timed_out, killed, seconds, mode, cap, peak)
 
 
-def _set_limits(limits: Limits) -> None:
-    mb = 1 << 20
-    cpu = max(1, int(limits.cpu_s + 0.999))
-    for res, value in (
-        (resource.RLIMIT_AS, limits.memory_mb * mb),
-        (resource.RLIMIT_FSIZE, limits.fsize_mb * mb),
-        (resource.RLIMIT_NOFILE, limits.nofile),
-        (resource.RLIMIT_CORE, 0),
-        (resource.RLIMIT_NPROC, limits.nproc),  # not enforced for root: hence the uid drop in namespace mode
-    ):
-        resource.setrlimit(res, (value, value))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU first (a readable reason), SIGKILL after
+def _exited_within(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Wait for the program's leader to exit without reaping it, so its pid stays the group's until we kill it."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd (Linux < 5.3): wait and reap, as before
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)  # readable once the process has exited
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if poller.poll(min(left, 3600.0) * 1000):  # in slices: poll() refuses a timeout of years
+                return True
+        return False
+    finally:
+        os.close(fd)
 
 
 def _kill_group(pgid: int) -> None:
@@ -223,90 +341,3 @@ def _why_killed(returncode: int, stderr: str) -> str | None:
     names = {signal.SIGXCPU: "cpu time limit", signal.SIGXFSZ: "file size limit", signal.SIGKILL: "killed",
              signal.SIGSEGV: "segmentation fault"}
     return names.get(sig) if sig else None  # type: ignore[call-overload]
-
-
-# ---- the bootstrap: sets the limits and becomes the program; in namespace mode it starts as root inside the ----
-# ---- new namespaces, makes the private mounts, and drops to the unprivileged uid first -------------------------
-
-_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC = 2, 4, 4096, 16384
-_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS = 1, 38
-
-
-def _mount(libc: object, source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    args = [None if a is None else a.encode() for a in (source, target, fstype)]
-    if libc.mount(*args, flags, None if data is None else data.encode()) != 0:  # type: ignore[attr-defined]
-        import ctypes
-
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
-
-
-def _blocked_ancestor(path: str) -> str | None:
-    """The top-most folder on `path` that others cannot enter or read, if any."""
-    parts = os.path.normpath(path).split(os.sep)
-    for i in range(2, len(parts) + 1):
-        p = os.sep.join(parts[:i])
-        if os.path.isdir(p) and (os.stat(p).st_mode & 0o005) != 0o005:
-            return p
-    return None
-
-
-def _bootstrap(spec: dict[str, Any]) -> None:
-    limits = Limits(**spec["limits"])
-    python = str(spec["python"])
-    if spec["mode"] == "rlimits":
-        _set_limits(limits)
-        os.execv(python, [python, "-I", str(spec["source"])])
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    with open(str(spec["source"]), "rb") as f:
-        source = f.read()  # read before /tmp is covered
-    _private_mounts(libc, [str(p) for p in spec["keep"]], limits.tmpfs_mb)
-    uid = int(spec["uid"])
-    with open("/tmp/main.py", "wb") as f:
-        f.write(source)
-    os.chown("/tmp/main.py", uid, uid)
-    os.chdir("/tmp")
-    _set_limits(limits)
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a uid change cleared the one unshare set
-    _run_as_init(python)
-
-
-def _private_mounts(libc: object, keep: list[str], tmpfs_mb: int) -> None:
-    """Cover world-writable and private folders with tmpfs, then bind the `keep` folders (Python) back in."""
-    keep_fds = {p: os.open(p, os.O_PATH) for p in keep}
-    hidden = {b for b in (_blocked_ancestor(p) for p in keep) if b}
-    flags = _MS_NOSUID | _MS_NODEV
-    for d in _PRIVATE_TMPFS:
-        if os.path.isdir(d):
-            _mount(libc, "tmpfs", d, "tmpfs", flags, f"size={tmpfs_mb}m,mode=1777")
-    for d in sorted(hidden):
-        _mount(libc, "tmpfs", d, "tmpfs", flags, "size=1m,mode=755")
-    for p, fd in keep_fds.items():
-        if any(p == h or p.startswith(h + os.sep) for h in hidden | set(_PRIVATE_TMPFS)):
-            os.makedirs(p, exist_ok=True)
-            _mount(libc, f"/proc/self/fd/{fd}", p, None, _MS_BIND | _MS_REC, None)
-        os.close(fd)
-
-
-def _run_as_init(python: str) -> None:
-    """Stay pid 1 of the namespace (reaping orphans), run the program as its child, exit with its status."""
-    child = os.fork()
-    if child == 0:
-        try:
-            os.execv(python, [python, "-I", "/tmp/main.py"])
-        finally:
-            os._exit(127)
-    while True:
-        pid, status = os.wait()
-        if pid == child:
-            os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
-
-
-if __name__ == "__main__":
-    _bootstrap(json.loads(sys.argv[1]))
