@@ -170,8 +170,9 @@ def test_a_long_solve_shows_a_live_line_of_samples_tokens_and_rate(monkeypatch):
     class Engine(ScriptedBackend):
         decoded = 0
 
-        def stats(self):
-            Engine.decoded += 7  # tokens decoded so far, growing while a call is in flight
+        @property
+        def stats(self):  # as LlamaCppBackend's: tokens decoded so far, growing while a call is in flight
+            Engine.decoded += 7
             return {"decoded_tokens": Engine.decoded}
 
     engine = Engine(lambda call, i: "The answer is 4.", latency=1.3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,14 +42,14 @@ class Tick:
 def tick(ledger: Ledger, backend: Any, decoded_before: int, started: float) -> Tick:
     """The counters now: the engine's decode counter (live) where there is one, else the ledger's finished calls."""
     total = ledger.total
-    stats = getattr(backend, "stats", None)
-    decoded = stats().get("decoded_tokens", 0) - decoded_before if callable(stats) else 0
+    decoded = decoded_so_far(backend) - decoded_before
     return Tick(total.calls, ledger.generations, max(total.completion_tokens, decoded), time.monotonic() - started)
 
 
 def decoded_so_far(backend: Any) -> int:
+    """The local engine's `stats["decoded_tokens"]` (a property of LlamaCppBackend); 0 for other backends."""
     stats = getattr(backend, "stats", None)
-    return stats().get("decoded_tokens", 0) if callable(stats) else 0
+    return int(stats.get("decoded_tokens", 0)) if isinstance(stats, Mapping) else 0
 
 
 @contextlib.asynccontextmanager
