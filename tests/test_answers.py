@@ -60,3 +60,48 @@ def test_the_answer_ends_with_its_sentence():
 
     assert answer_of("The answer is 7. Tom has 3 apples left.") == "7"
     assert answer_of("The answer is 3.5. That is all.") == "3.5"
+
+
+@pytest.mark.parametrize(
+    ("text", "raw"),
+    [
+        ("The answer is \\frac{1}{2}.", "\\frac{1}{2}"),
+        ("Answer: -3.5", "-3.5"),
+        ("The answer is $1,234.", "1,234"),
+        ("The answer is x = 7.", "x = 7"),
+        ("so \\boxed{12}", "12"),
+        ("The answer is \\pi", "\\pi"),
+        ("The answer is a+b.", "a+b"),
+        ("\\boxed{\\text{7 apples}}", "\\text{7 apples}"),
+        ("She pays 20 and gets 7 back. The answer is the change she gets.", None),
+        ("\\boxed{\\text{none}}", None),
+        ("The answer is Paris.", None),
+    ],
+)
+def test_math_answers_are_numbers_or_expressions(text, raw):
+    assert extract_answer(text, math=True) == raw
+
+
+def test_prose_is_still_an_answer_outside_math():
+    assert answer_of("The answer is the change she gets.") == "the change she gets"
+    assert answer_of("The answer is the change she gets.", math=True) is None
+
+
+def test_a_math_problem_gets_no_prose_answer_from_votes_or_grades():
+    import asyncio
+
+    from ponder.strategies.common import candidate
+    from ponder.tasks.base import MathChecker, answer, graded_as_math
+    from ponder.types import Generation, Problem
+    from ponder.verifiers.math import MathVerifier
+
+    prose = "The answer is the change she gets."
+    gsm = Problem("p", "q", answer="7", checker=MathChecker("7"))
+    assert graded_as_math(gsm) and graded_as_math(Problem("p", "q", answer="7"))
+    assert not graded_as_math(Problem("p", "q", kind="open"))
+    assert not graded_as_math(Problem("p", "q", checker=lambda text: True))  # its own grader: any answer
+    assert answer(gsm, prose) is None
+    assert candidate(Generation(prose, "stop", 8), problem=gsm).answer is None
+    assert candidate(Generation(prose, "stop", 8)).answer == "the change she gets"  # no problem: as before
+    (score,) = asyncio.run(MathVerifier().score(Problem("p", "q", answer="7"), [prose]))
+    assert (score.value, score.answer, score.detail) == (0.0, None, "no answer found")

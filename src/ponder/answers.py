@@ -1,7 +1,8 @@
 """Answer extraction and normalisation: the one place that decides what "the answer" of a text is.
 
 The math verifier and every vote (self-consistency, adaptive consistency, revision) use these functions, so a
-vote and a grade never disagree about what a candidate answered.
+vote and a grade never disagree about what a candidate answered. With `math=True` (a problem the math verifier
+grades) only a number or an expression is an answer: "The answer is the change she gets." answers nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 """A word that is not a LaTeX command: its presence means a text is prose, not a bare answer."""
 _UNIT = re.compile(r"|\\?%|[A-Za-z]{2,}(?:\s+[A-Za-z]+)*\.?")
 """What may follow a number that is still just that number: nothing, a percent sign, or unit words."""
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_TEXT = re.compile(r"\\text\{([^}]*)\}")
 _ASSIGNMENT = re.compile(r"^[A-Za-z]\s*=\s*(?=\S)")
 _LATEX_ALIASES = (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\left", ""), ("\\right", ""))
 
@@ -37,21 +40,31 @@ def _boxed(text: str) -> str | None:
     return None
 
 
-def extract_answer(text: str) -> str | None:
+def extract_answer(text: str, *, math: bool = False) -> str | None:
     """The raw final answer in `text`: \\boxed{}, "#### N", "the answer is ...", a bare answer, else the last number.
 
     A bare answer is a short single line with a digit or a LaTeX command and no words ("\\frac{1}{2}",
     "x = 5"): the whole of it (after its last "=") is the answer, so a grader given just an answer does not keep
-    only its last number.
+    only its last number. With `math=True` a stated answer that is not a number or an expression (see
+    `is_math_answer`) is no answer: None, not the last number of the reasoning before it.
     """
     for found in (_boxed(text), _last(_HASHES, text), _answer_is(text)):
         if found and found.strip():
-            return found.strip()
+            return found.strip() if not math or is_math_answer(found) else None
     bare = text.strip()
     if len(bare) <= 60 and "\n" not in bare and re.search(r"[\d\\]", bare) and not _WORD.search(bare):
         return bare.rsplit("=", 1)[-1].strip() or bare  # "2 + 3 = 5" answers 5
     numbers = _NUMBER.findall(text)
     return numbers[-1].strip() if numbers else None
+
+
+def is_math_answer(raw: str) -> bool:
+    """True when `raw` is a number or an expression: it has a digit or a LaTeX command, or no word at all ("x",
+    "a+b"). "the change she gets" and "\\text{none}" are prose, not answers."""
+    s = _TEXT.sub(r"\1", raw)
+    if re.search(r"\d", s) or _LATEX_COMMAND.search(s):
+        return True
+    return bool(re.search(r"[A-Za-z]", s)) and not _WORD.search(s)
 
 
 def _answer_is(text: str) -> str | None:
@@ -96,6 +109,6 @@ def _canonical_number(s: str) -> str:
     return f"{value:.10g}"
 
 
-def answer_of(text: str) -> str | None:
-    """Extract and normalise in one step."""
-    return normalize(extract_answer(text))
+def answer_of(text: str, *, math: bool = False) -> str | None:
+    """Extract and normalise in one step (`math`: only a number or an expression counts, see extract_answer)."""
+    return normalize(extract_answer(text, math=math))

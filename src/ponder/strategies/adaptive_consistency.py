@@ -90,7 +90,7 @@ class AdaptiveConsistency(Sampled):
             except BudgetExhausted:
                 exhausted = True
                 break
-            cands += [candidate(g) for g in gens]
+            cands += [candidate(g, problem=problem) for g in gens]
             done = self.settled([c.answer for c in cands])
             trace.append({"round": len(trace), "samples": len(cands), "settled": done})
             if cut_by_budget(ledger, gens, self.max_tokens):

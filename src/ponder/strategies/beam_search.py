@@ -23,10 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from ponder.answers import answer_of
 from ponder.errors import BudgetExhausted, InvalidParameter, VerifierError
 from ponder.ledger import Ledger
 from ponder.registry import VERIFIERS
+from ponder.strategies.common import answer_for
 from ponder.types import Candidate, Generation, Message, Problem, Result, SamplingParams
 from ponder.verifiers.base import Verifier, as_verifier
 
@@ -147,7 +147,7 @@ class BeamSearch:
                           "finished": len(finished), "scores": [round(self.score_of(c), 4) for c in children]})
             if exhausted or not active or (not self.dvts and len(finished) >= self.beam_width):
                 break
-        return self._result(finished, active, ledger, exhausted, trace)
+        return self._result(problem, finished, active, ledger, exhausted, trace)
 
     async def _expand(
         self, messages: Sequence[Message], policy: Any, active: list[Beam], step: int
@@ -211,9 +211,10 @@ class BeamSearch:
             best.setdefault(c.subtree, c)
         return [b for _, b in sorted(best.items()) if not b.finished]
 
-    def _result(self, finished: list[Beam], active: list[Beam], ledger: Ledger, exhausted: bool,
+    def _result(self, problem: Problem, finished: list[Beam], active: list[Beam], ledger: Ledger, exhausted: bool,
                 trace: list[dict[str, Any]]) -> Result:
-        candidates = tuple(Candidate(b.text, answer_of(b.text), self.score_of(b), "stop", b.tokens) for b in finished)
+        candidates = tuple(Candidate(b.text, answer_for(problem, b.text), self.score_of(b), "stop", b.tokens)
+                           for b in finished)
         votes: dict[str, float] = {}
         for c in candidates:
             if c.answer is not None:

@@ -106,7 +106,7 @@ class BestOfN(Sampled):
             gens = await policy.generate(self.messages(problem), self.params(self.n))
         except BudgetExhausted:
             return result(self.name, ledger, answer=None, exhausted=True)
-        cands = [candidate(g) for g in gens]
+        cands = [candidate(g, problem=problem) for g in gens]
         try:
             scores = await verifier.score(problem, [g.text for g in gens])
         except BudgetExhausted:  # no scores: fall back to the vote, the best we have

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from ponder.answers import answer_of
 from ponder.errors import BudgetExhausted, InvalidParameter
 from ponder.ledger import Ledger
+from ponder.strategies.common import answer_for
 from ponder.types import Candidate, FinishReason, Generation, Message, Problem, Result, SamplingParams
 
 THINK_OPEN = "<think>\n"
@@ -141,4 +141,4 @@ class BudgetForcing:
         """The answer after thinking; for open problems the text itself. Falls back to the thinking text."""
         if problem.kind == "open":
             return (answer_text.removeprefix(FORCED_ANSWER).strip() or thinking.strip()) or None
-        return answer_of(answer_text) or answer_of(thinking)
+        return answer_for(problem, answer_text) or answer_for(problem, thinking)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from ponder.answers import answer_of
 from ponder.errors import InvalidParameter
 from ponder.ledger import Ledger
+from ponder.tasks.base import graded_as_math
 from ponder.types import Candidate, Generation, Message, Problem, Result, SamplingParams
 
 SYSTEM_PROMPT = (
@@ -66,13 +67,15 @@ def at_least(name: str, value: Any, low: int) -> None:
         raise InvalidParameter(name, value, f"use a whole number >= {low}")
 
 
-def candidate(gen: Generation, answer: str | None = None, score: float | None = None) -> Candidate:
+def candidate(gen: Generation, answer: str | None = None, score: float | None = None,
+              problem: Problem | None = None) -> Candidate:
     """A Candidate row for one generation; the answer is extracted from its text unless given.
 
     A generation cut off by max_tokens has no extracted answer: its last number is noise that would poison a vote.
+    For a `problem` the math verifier grades only a number or an expression is an answer, as in the grade.
     """
     if answer is None and gen.finish_reason != "length":
-        answer = answer_of(gen.text)
+        answer = answer_for(problem, gen.text)
     return Candidate(
         text=gen.text,
         answer=answer,
@@ -82,6 +85,11 @@ def candidate(gen: Generation, answer: str | None = None, score: float | None = 
         mean_logprob=gen.mean_logprob,
         logprobs=gen.logprobs,
     )
+
+
+def answer_for(problem: Problem | None, text: str) -> str | None:
+    """The normalised answer of `text`; for a problem the math verifier grades, only a number or an expression."""
+    return answer_of(text, math=problem is not None and graded_as_math(problem))
 
 
 def cut_by_budget(ledger: Ledger, gens: Sequence[Generation], max_tokens: int) -> bool:

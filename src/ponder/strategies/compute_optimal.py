@@ -96,7 +96,7 @@ class ComputeOptimal:
             gens = await ledger.meter(backend, "policy").generate(problem.messages(SYSTEM_PROMPT), params)
         except BudgetExhausted:
             return result(self.name, ledger, answer=None, exhausted=True)
-        value = agreement([candidate(g).answer for g in gens])
+        value = agreement([candidate(g, problem=problem).answer for g in gens])
         bin_ = bin_of(value, (self.document.get("bins") or {}).get("edges", AGREEMENT_EDGES))
         chosen = self.chosen_strategy(bin_)
         outcome = await chosen.solve(problem, backend, ledger)

@@ -29,7 +29,7 @@ class ChainOfThought(Sampled):
             (gen,) = await policy.generate(self.messages(problem), self.params(1))
         except BudgetExhausted:
             return result(self.name, ledger, answer=None, exhausted=True)
-        cand = candidate(gen)
+        cand = candidate(gen, problem=problem)
         return result(self.name, ledger, answer=cand.answer, candidates=[cand], text=gen.text,
                       votes={cand.answer: 1.0} if cand.answer is not None else {},
                       exhausted=cut_by_budget(ledger, [gen], self.max_tokens))

@@ -66,8 +66,8 @@ class HybridConsistency(Sampled):
         except BudgetExhausted:
             return result(self.name, ledger, answer=None, exhausted=True)
         values = await asyncio.gather(*(programs.pool_answer(problem, g) for g in progs))
-        cands = [candidate(g) for g in chains] + [replace(candidate(g), answer=v) for g, (v, _) in
-                                                   zip(progs, values, strict=True)]
+        cands = [candidate(g, problem=problem) for g in chains]
+        cands += [replace(candidate(g), answer=v) for g, (v, _) in zip(progs, values, strict=True)]
         _, votes = majority_vote([c.answer for c in cands], [c.mean_logprob for c in cands])
         answer = majority([PoolSample.of(c) for c in cands])
         trace = [{"method": "cot" if i < len(chains) else "program", "answer": c.answer} for i, c in enumerate(cands)]

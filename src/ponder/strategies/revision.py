@@ -70,7 +70,7 @@ class Revision(Sampled):
             except BudgetExhausted:
                 exhausted = True
                 break
-            cands.append(candidate(gen))
+            cands.append(candidate(gen, problem=problem))
             trace.append({"round": r, "answer": cands[-1].answer, "finish_reason": gen.finish_reason})
             if cut_by_budget(ledger, [gen], self.max_tokens):
                 exhausted = True

@@ -73,7 +73,7 @@ class SelfConsistency(Sampled):
             gens = await policy.generate(self.messages(problem), self.params(self.n, logprobs=self.logprobs))
         except BudgetExhausted:
             return result(self.name, ledger, answer=None, exhausted=True)
-        cands = [candidate(g) for g in gens]
+        cands = [candidate(g, problem=problem) for g in gens]
         _, votes = majority_vote([c.answer for c in cands], [c.mean_logprob for c in cands])
         answer = majority([PoolSample.of(c) for c in cands])  # the pooled curves' own selection
         return result(self.name, ledger, answer=answer, candidates=cands, votes=votes,

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from ponder.answers import answer_of
 from ponder.errors import BudgetExhausted, InvalidParameter
 from ponder.ledger import Ledger
 from ponder.registry import VERIFIERS
+from ponder.strategies.common import answer_for
 from ponder.types import Candidate, Generation, Problem, Result, SamplingParams
 
 
@@ -135,7 +135,7 @@ class Tournament:
         """Open problems: the response itself (stripped). Others: the normalised extracted answer."""
         if problem.kind == "open":
             return text.strip() or None
-        return answer_of(text)
+        return answer_for(problem, text)
 
 
 def _entrants(gens: Sequence[Generation]) -> list[int]:

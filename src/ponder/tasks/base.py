@@ -41,6 +41,14 @@ class MathChecker:
         return bool(is_correct(text, self.reference))
 
 
+def graded_as_math(problem: Problem) -> bool:
+    """True when the math verifier grades `problem` (a MathChecker, or a math problem with no checker of its own):
+    then only a number or an expression counts as its answer, so a vote agrees with the grade."""
+    if problem.checker is not None:
+        return isinstance(problem.checker, MathChecker)
+    return problem.kind == "math"
+
+
 def answer(problem: Problem, text: str) -> str | None:
     """The extracted, normalised answer of `text` (None for programs, which have no single answer)."""
     if problem.kind == "code":
@@ -52,7 +60,7 @@ def answer(problem: Problem, text: str) -> str | None:
             from ponder.answers import normalize
 
             return normalize(tagged)
-    return answer_of(text)
+    return answer_of(text, math=graded_as_math(problem))
 
 
 async def grade(problem: Problem, text: str) -> bool:

@@ -1,11 +1,12 @@
 """The math verifier: is a candidate's final answer equal to the reference?
 
-Answers are extracted and normalised by `ponder.answers` (shared with every vote). Equal normal forms, or equal
-numbers, are decided here at once; anything else ("\\frac{1}{2}" vs "0.5", "(1,2)" vs "(1, 2)") goes to
-math-verify. math-verify parses with sympy, which can take unbounded time and memory on pathological input
-(9^{9^{9^9}}, deep nesting), and its own timeouts use signal.alarm (main thread only, and no help inside a long C
-call). So comparisons run in one helper process (`python -m ponder.verifiers.math`), which is killed and replaced
-when a comparison overruns its time limit: pathological input costs at most that limit and scores 0.
+Answers are extracted and normalised by `ponder.answers` (shared with every vote), in its math mode: a stated
+answer that is not a number or an expression is no answer. Equal normal forms, or equal numbers, are decided here
+at once; anything else ("\\frac{1}{2}" vs "0.5", "(1,2)" vs "(1, 2)") goes to math-verify. math-verify parses
+with sympy, which can take unbounded time and memory on pathological input (9^{9^{9^9}}, deep nesting), and its
+own timeouts use signal.alarm (main thread only, and no help inside a long C call). So comparisons run in one
+helper process (`python -m ponder.verifiers.math`), which is killed and replaced when a comparison overruns its
+time limit: pathological input costs at most that limit and scores 0.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import threading
 from collections.abc import Sequence
 from fractions import Fraction
 
-from ponder.answers import extract_answer, normalize
+from ponder.answers import answer_of, extract_answer, normalize
 from ponder.errors import VerifierError
+from ponder.tasks.base import graded_as_math
 from ponder.types import Problem, Score
 
 MAX_ANSWER_CHARS = 1000
@@ -49,11 +51,11 @@ class MathVerifier:
         return list(await asyncio.gather(*(self._score_one(problem, c) for c in candidates)))
 
     async def _score_one(self, problem: Problem, text: str) -> Score:
-        raw = extract_answer(text)
-        answer = normalize(raw)
         if problem.checker is not None:
             ok = await asyncio.to_thread(problem.checker, text)
-            return Score(1.0 if ok else 0.0, answer, "checker")
+            return Score(1.0 if ok else 0.0, answer_of(text, math=graded_as_math(problem)), "checker")
+        raw = extract_answer(text, math=True)
+        answer = normalize(raw)
         if raw is None:
             return Score(0.0, None, "no answer found")
         verdict, detail = await asyncio.to_thread(compare, raw, str(problem.answer), self.timeout_s)
@@ -62,7 +64,7 @@ class MathVerifier:
 
 def is_correct(answer_text: str, reference: str, timeout_s: float = 5.0) -> bool:
     """True when `answer_text` (a whole response or a bare answer) answers `reference`. Synchronous."""
-    raw = extract_answer(answer_text)
+    raw = extract_answer(answer_text, math=True)
     return raw is not None and compare(raw, reference, timeout_s)[0]
 
 
