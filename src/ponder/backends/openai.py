@@ -20,6 +20,12 @@ Continuing a prefix (`prefix=`, used by beam search and budget forcing), `prefix
                                                             opens a NEW assistant turn after a trailing one
     OpenAI                       "none"                     cannot continue; a prefix raises BackendError
 
+A server may echo the prefix: llama-server answers a trailing assistant message with the prefill AND its
+continuation in `content`. Whether it does is learnt from the first reply to a prefix that is more than
+whitespace (`echoes_prefix`: True when every choice began with the prefix, whitespace matched loosely, see
+`echo.py`), and from then on the echo is cut from every reply, streamed or not, so `text` is the continuation
+only. A learnt True that a later reply contradicts becomes False; pass echoes_prefix= to fix it instead.
+
 "auto" (the default) asks /v1/models who owns the model (`owned_by`: vllm, sglang, llamacpp, library/ollama, me,
 openai/system) and picks from the table; for an unknown server it tries "continue_final_message" and, on a 400,
 falls back to "assistant_prefill" for good.
@@ -44,6 +50,7 @@ import httpx
 
 from ponder.backends.base import fan_out
 from ponder.backends.credentials import split_credentials
+from ponder.backends.echo import EchoFilter, strip_echo
 from ponder.backends.openai_wire import (
     PREFIX_MODES,
     SERVER_PREFIX_MODES,
@@ -78,6 +85,7 @@ class OpenAIBackend:
         backoff: float = 0.5,
         prefix_mode: PrefixMode = "auto",
         supports_n: bool | None = None,
+        echoes_prefix: bool | None = None,
         render: Render | None = None,
         info: ModelInfo | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -100,6 +108,9 @@ class OpenAIBackend:
         self.prefix_mode: PrefixMode = prefix_mode
         self.supports_n = supports_n
         """None until a call with n > 1 shows whether the server honours n."""
+        self.echoes_prefix = echoes_prefix
+        """None until a reply to a prefix shows whether the server repeats the prefix before its continuation."""
+        self._echo_given = echoes_prefix is not None
         self.render = render
         self.info = info
         self.usage_estimated = 0
@@ -244,7 +255,8 @@ class OpenAIBackend:
                 return await self._request(messages, params, prefix)
             raise
         prompt_text = "".join(m.content for m in messages) + prefix
-        gens, estimated = parse_response(body, prompt_text)
+        unecho = self._unecho(prefix) if self._may_echo(prefix, mode) else None
+        gens, estimated = parse_response(body, prompt_text, unecho)
         if estimated:
             if not self.usage_estimated:
                 log.warning("%s reports no usage; estimating 1 token per 4 characters", self.base_url)
@@ -255,10 +267,13 @@ class OpenAIBackend:
         self, messages: Sequence[Message], params: SamplingParams, prefix: str = ""
     ) -> AsyncIterator[str]:
         """The text of one generation as it arrives (server-sent events). Usage is not reported here."""
+        echo = await self._echo_filter(prefix)
         async for event in self._stream_events(messages, params, prefix, {}):
-            delta = stream_delta(event)
+            delta = echo.feed(stream_delta(event)) if echo else stream_delta(event)
             if delta:
                 yield delta
+        if echo and (rest := self._settle(echo)):
+            yield rest
 
     async def stream_generate(self, messages: Sequence[Message], params: SamplingParams, prefix: str = "",
                               on_delta: Callable[[str], None] | None = None) -> list[Generation]:
@@ -267,19 +282,64 @@ class OpenAIBackend:
         estimated as in `generate` when the server sends none). The server streams thinking with it."""
         text: list[str] = []
         finish, usage = None, None
-        async for event in self._stream_events(messages, params, prefix, {"stream_options": {"include_usage": True}}):
-            delta = stream_delta(event)
+        echo = await self._echo_filter(prefix)
+
+        def emit(delta: str) -> None:
             if delta:
                 text.append(delta)
                 if on_delta is not None:
                     on_delta(delta)
+        async for event in self._stream_events(messages, params, prefix, {"stream_options": {"include_usage": True}}):
+            emit(echo.feed(stream_delta(event)) if echo else stream_delta(event))
             choices = event.get("choices") or []
             finish = (choices[0].get("finish_reason") if choices else None) or finish
             usage = event.get("usage") if isinstance(event.get("usage"), dict) else usage
+        if echo:
+            emit(self._settle(echo))
         body = {"choices": [{"index": 0, "text": "".join(text), "finish_reason": finish}], "usage": usage}
         gens, estimated = parse_response(body, "".join(m.content for m in messages) + prefix)
         self.usage_estimated += int(estimated)
         return gens
+
+    # -- servers that echo the prefix -----------------------------------------------------------------------------
+
+    def _may_echo(self, prefix: str, mode: PrefixMode) -> bool:
+        """Whether a reply may start with an echo of `prefix`: only a chat request ending in an assistant turn,
+        on a server not known to leave it out. A whitespace-only prefix cannot tell an echo from a continuation
+        that begins with a newline, so it is cut only on a server known to echo."""
+        if not prefix or mode not in ("assistant_prefill", "continue_final_message") or self.echoes_prefix is False:
+            return False
+        return self.echoes_prefix is True or bool(prefix.strip())
+
+    def _unecho(self, prefix: str) -> Callable[[list[str]], list[str]]:
+        def unecho(texts: list[str]) -> list[str]:
+            cut = [strip_echo(t, prefix) for t in texts]
+            self._learn(all(echoed for _, echoed in cut))
+            return [t for t, _ in cut] if self.echoes_prefix else texts
+        return unecho
+
+    async def _echo_filter(self, prefix: str) -> EchoFilter | None:
+        mode = await self._mode_for(prefix)
+        return EchoFilter(prefix) if self._may_echo(prefix, mode) else None
+
+    def _settle(self, echo: EchoFilter) -> str:
+        """The end of a streamed reply: what the filter still held, and what the reply showed about the server."""
+        rest = echo.finish()
+        self._learn(bool(echo.echoed))
+        return rest
+
+    def _learn(self, echoed: bool) -> None:
+        if echoed == self.echoes_prefix or self._echo_given:
+            if self.echoes_prefix and not echoed:
+                log.warning("%s: a reply did not begin with the prefix (echoes_prefix=True was given)", self.base_url)
+            return
+        if self.echoes_prefix is None:
+            log.info("%s %s the assistant prefix in its replies%s", self.base_url,
+                     "repeats" if echoed else "does not repeat", ": cutting it off" if echoed else "")
+        else:
+            log.warning("%s: a reply did not begin with the prefix; treating the server as not echoing it",
+                        self.base_url)
+        self.echoes_prefix = echoed
 
     async def _stream_events(self, messages: Sequence[Message], params: SamplingParams, prefix: str,
                              extra: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

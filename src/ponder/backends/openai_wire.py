@@ -157,15 +157,18 @@ def choice_text(choice: Mapping[str, Any]) -> str:
     return choice.get("text") or ""
 
 
-def parse_response(body: Mapping[str, Any], prompt_text: str) -> tuple[list[Generation], bool]:
+def parse_response(body: Mapping[str, Any], prompt_text: str,
+                   unecho: Callable[[list[str]], list[str]] | None = None) -> tuple[list[Generation], bool]:
     """Generations from a (chat) completions response, and whether usage had to be estimated.
 
-    `prompt_text` is only used to estimate prompt tokens when the server reports no usage.
+    `prompt_text` is only used to estimate prompt tokens when the server reports no usage. `unecho` maps the
+    choices' texts to what the generations say (the backend cuts a server's echo of the prefix there).
     """
     choices = sorted(body.get("choices") or [], key=lambda c: c.get("index", 0))
     if not choices:
         raise BackendError(f"the server returned no choices: {json.dumps(body)[:300]}")
     texts = [choice_text(c) for c in choices]
+    texts = unecho(texts) if unecho is not None else texts
     lps = [_logprobs(c.get("logprobs")) for c in choices]
     usage = body.get("usage") if isinstance(body.get("usage"), dict) else None
     estimated = usage is None or "completion_tokens" not in usage
