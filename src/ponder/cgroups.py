@@ -19,6 +19,7 @@ import enum
 import logging
 import os
 import secrets
+import select
 import signal
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 PARENT_ENV = "PONDER_SANDBOX_CGROUP"
+_PREFIX = "ponder-sandbox-"
 _KILL_WAIT_S = 2.0
 """How long kill() and remove() keep trying: SIGKILLed processes leave their group within milliseconds."""
 
@@ -66,15 +68,30 @@ class RunGroup:
         return [os.path.join(d, "cgroup.procs") for d in (self.memory, self.pids) if d]
 
     def kill(self) -> None:
-        """SIGKILL every process in the group, until none is left (a forking program may race one pass)."""
-        if self.cap is MemoryCap.CGROUP_V2 and os.path.exists(os.path.join(self.memory, "cgroup.kill")):
-            _write(self.memory, "cgroup.kill", "1")  # the kernel kills them all, forks in progress included
+        """SIGKILL every process in the group and wait until each has exited, not only left the group's list: a
+        namespace's init leaves the list first, then waits for the rest to die (so would the caller, otherwise)."""
+        held: dict[int, int | None] = {}  # pid -> a pidfd on it, so no signal reaches a reused pid
         deadline = time.monotonic() + _KILL_WAIT_S
-        while (pids := self.pids_alive()) and time.monotonic() < deadline:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.005)
+        try:
+            while True:
+                pids = self.pids_alive()
+                for pid in pids:
+                    if pid not in held:
+                        held[pid] = _pidfd(pid)
+                if len(held) == len(pids) and self.cap is MemoryCap.CGROUP_V2:  # first pass: the kernel kills
+                    _write_if_present(self.memory, "cgroup.kill", "1")  # them all, forks in progress included
+                for pid in pids:
+                    _sigkill(pid, held[pid])
+                if not pids or time.monotonic() > deadline:
+                    break
+                time.sleep(0.002)  # a forking program may race one pass
+            for fd in held.values():
+                if fd is not None:
+                    _exited(fd, deadline)
+        finally:
+            for fd in held.values():
+                if fd is not None:
+                    os.close(fd)
 
     def pids_alive(self) -> list[int]:
         with contextlib.suppress(OSError), open(os.path.join(self.memory, "cgroup.procs")) as f:
@@ -104,7 +121,8 @@ class RunGroup:
 
 def create(hierarchy: Hierarchy, memory_mb: int, max_pids: int) -> RunGroup:
     """A fresh group for one run, with its limits set; raises OSError when the kernel refuses."""
-    name = f"ponder-sandbox-{os.getpid()}-{secrets.token_hex(6)}"
+    # whose it is, so that a later process can tell a group left by one that died mid-run
+    name = f"{_PREFIX}{_pid_namespace()}-{os.getpid()}-{secrets.token_hex(6)}"
     memory = os.path.join(hierarchy.memory, name)
     pids = os.path.join(hierarchy.pids, name) if hierarchy.pids else None
     os.mkdir(memory)
@@ -142,17 +160,48 @@ def detect() -> Hierarchy | None:
         parent = override or _our_folder(v2, ours.get(""))
         why = _v2_usable(parent)
         if why is None:
-            return Hierarchy(MemoryCap.CGROUP_V2, parent)
+            return _swept(Hierarchy(MemoryCap.CGROUP_V2, parent))
         reasons.append(f"cgroup v2 at {parent}: {why}")
     if v1_memory is not None:
         parent = override or _our_folder(v1_memory, ours.get("memory"))
         if os.path.isfile(os.path.join(parent, "memory.limit_in_bytes")) and os.access(parent, os.W_OK):
             pids = _our_folder(v1_pids, ours.get("pids")) if v1_pids else None
-            return Hierarchy(MemoryCap.CGROUP_V1, parent, pids if pids and os.access(pids, os.W_OK) else None)
+            return _swept(Hierarchy(MemoryCap.CGROUP_V1, parent,
+                                    pids if pids and os.access(pids, os.W_OK) else None))
         reasons.append(f"cgroup v1 memory at {parent}: not writable")
     log.warning("sandbox: no usable cgroup (%s); memory is capped per process only",
                 "; ".join(reasons) or "no cgroup filesystem mounted")
     return None
+
+
+def _swept(hierarchy: Hierarchy) -> Hierarchy:
+    """`hierarchy`, rid of the groups left by ponder processes that died mid-run (killed, so never cleaned up)."""
+    for parent in (hierarchy.memory, hierarchy.pids):
+        for name in os.listdir(parent) if parent else ():
+            ns, _, rest = name.removeprefix(_PREFIX).partition("-")
+            owner = rest.partition("-")[0]
+            # only our pid namespace's: a pid says nothing about another's (the pids root may be shared)
+            if name.startswith(_PREFIX) and ns == _pid_namespace() and owner.isdigit() and not _alive(int(owner)):
+                group = RunGroup(hierarchy.cap, os.path.join(str(parent), name))
+                group.kill()
+                group.remove()
+    return hierarchy
+
+
+def _pid_namespace() -> str:
+    with contextlib.suppress(OSError):
+        return "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    return "0"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _v2_usable(parent: str) -> str | None:
@@ -202,6 +251,28 @@ def _our_folder(mount: tuple[str, str, str, set[str]], path: str | None) -> str:
         if os.path.isdir(folder):
             return folder.rstrip("/")
     return point
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # gone already, or no pidfds (Linux < 5.3)
+        return None
+
+
+def _sigkill(pid: int, fd: int | None) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if fd is not None:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+
+
+def _exited(fd: int, deadline: float) -> bool:
+    """Wait until the process behind a pidfd has exited (the pidfd turns readable), at most until `deadline`."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0.0, deadline - time.monotonic()) * 1000))
 
 
 def _read(folder: str, name: str) -> str | None:

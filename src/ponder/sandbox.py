@@ -32,13 +32,15 @@ in the run fails it ("memory limit"). Where no cgroup is usable, memory is cappe
 with the process cap a run may hold nproc x memory_mb); `memory_cap()` and each result's `memory_cap` say which.
 
 Cancelling the task that awaits `run_python_async` kills the run, and the CancelledError comes out only once the
-program is dead, so whoever counts work in flight counts it until then.
+program is dead; `sandbox_scope()` extends that to every run started within it (gather returns early), so whoever
+counts work in flight (the server) counts it until then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -51,15 +53,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 from ponder import cgroups, sandbox_bootstrap
 from ponder.cgroups import Hierarchy, MemoryCap, RunGroup
 
-__all__ = ["Limits", "MemoryCap", "SandboxResult", "compiles", "isolation", "memory_cap", "run_python",
-           "run_python_async"]
+__all__ = ["Limits", "MemoryCap", "SandboxResult", "Stop", "compiles", "isolation", "memory_cap", "run_python",
+           "run_python_async", "sandbox_scope"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,13 @@ _ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_
 """Numeric libraries would otherwise start a thread per core and hit the process cap on a big machine."""
 _MAX_OUTPUT = 1 << 20
 """Characters of stdout/stderr kept in a result."""
+_SCOPE: contextvars.ContextVar[dict[Stop, asyncio.Future[SandboxResult]] | None] = contextvars.ContextVar(
+    "ponder_sandbox_scope", default=None)
+"""The runs of the innermost sandbox_scope, shared by the tasks started within it (they copy the context)."""
+_PROBES = threading.Lock()
+"""The first runs, in threads at once, would each probe the machine."""
+_STOP_POLL_S = 0.02
+"""How soon a run notices a stop (a cancelled run_python_async)."""
 
 
 @dataclass(frozen=True)
@@ -115,34 +124,26 @@ class Limits:
 
 
 class Stop:
-    """Stops a run from another thread: its process group is killed, or, not started yet, it never starts."""
+    """Asks a run to stop, from another thread: its supervisor kills it within _STOP_POLL_S; if it has not
+    started yet, it never starts."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pgid: int | None = None
-        """Set while the program's leader is unreaped, so its pid (the group's id) cannot be someone else's."""
+        self._started = False
         self.stopped = False
 
     def start(self, popen: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes] | None:
         with self._lock:
             if self.stopped:
                 return None
-            proc = popen()
-            self._pgid = proc.pid
-            return proc
-
-    def reap(self, proc: subprocess.Popen[bytes]) -> None:
-        with self._lock:
-            proc.wait()
-            self._pgid = None
+            self._started = True
+            return popen()
 
     def stop(self) -> bool:
-        """Kill the run; True when its program had started (the caller should wait for the run to end)."""
+        """True when the run had started (the caller should wait for it to end: its supervisor kills it)."""
         with self._lock:
             self.stopped = True
-            if self._pgid is not None:
-                _kill_group(self._pgid)
-            return self._pgid is not None
+            return self._started
 
 
 def compiles(source: str) -> bool:
@@ -169,12 +170,32 @@ async def run_python_async(source: str, *, stdin: str = "", timeout_s: float = 5
     future = asyncio.get_running_loop().run_in_executor(
         None, lambda: run_python(source, stdin=stdin, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s,
                                  stop=stop))
+    scope = _SCOPE.get()
+    if scope is not None:
+        scope[stop] = future
+        future.add_done_callback(lambda _: scope.pop(stop, None))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
         if stop.stop():
             await _outlive(future)
         raise
+
+
+@contextlib.asynccontextmanager
+async def sandbox_scope() -> AsyncIterator[None]:
+    """Every sandbox run started within (by this task or the tasks it starts) is dead once this exits, however it
+    exits: runs still going are stopped and waited for, through cancellation too. asyncio.gather needs it: one
+    cancelled child ends the gather while its siblings' sandboxes are still being killed."""
+    runs: dict[Stop, asyncio.Future[SandboxResult]] = {}
+    token = _SCOPE.set(runs)
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+        for stop, future in list(runs.items()):
+            if stop.stop():
+                await _outlive(future)
 
 
 async def _outlive(future: asyncio.Future[SandboxResult]) -> None:
@@ -184,9 +205,14 @@ async def _outlive(future: asyncio.Future[SandboxResult]) -> None:
             await asyncio.wait([future])
 
 
-@lru_cache(maxsize=1)
 def isolation() -> str:
     """"namespaces" if the strong mode works on this machine (probed once), else "rlimits"."""
+    with _PROBES:
+        return _isolation()
+
+
+@lru_cache(maxsize=1)
+def _isolation() -> str:
     if os.name != "posix" or os.geteuid() != 0 or not shutil.which("unshare"):
         return "rlimits"
     probe = _run("print(6 * 7)", "", 20.0, Limits(), "namespaces")
@@ -204,9 +230,14 @@ def memory_cap() -> MemoryCap:
     return found.cap if found else MemoryCap.RLIMIT
 
 
-@lru_cache(maxsize=1)
 def _hierarchy() -> Hierarchy | None:
     """The cgroup hierarchy runs are capped in, once a probe run has joined a group there; None if none works."""
+    with _PROBES:
+        return _probe_hierarchy()
+
+
+@lru_cache(maxsize=1)
+def _probe_hierarchy() -> Hierarchy | None:
     found = cgroups.detect()
     if found is None:
         return None
@@ -281,14 +312,14 @@ def _supervise(argv: list[str], cwd: str, env: dict[str, str], workdir: str, tim
                                                    start_new_session=True, close_fds=True))
         if proc is None:  # stopped before it started
             return SandboxResult("", "", -signal.SIGKILL, False, "cancelled", 0.0, mode, cap)
-        timed_out = False
         try:
-            timed_out = not _exited_within(proc, timeout_s)
+            exited = _exited_within(proc, timeout_s, stop)
         finally:
-            _kill_group(proc.pid)  # stray children of a finished program die too
             if group is not None:
-                group.kill()  # and those that left the process group
-            stop.reap(proc)
+                group.kill()  # first: the group knows every process, wherever it moved (waits for each to die)
+            _kill_group(proc.pid)  # then the rest of the process group (unshare; everything, without a cgroup)
+            proc.wait()
+    timed_out = not exited and not stop.stopped
     seconds = time.monotonic() - start
     stdout, stderr = _read(out_path), _read(err_path)
     peak, ooms = (group.peak_mb(), group.oom_killed()) if group else (None, 0)
@@ -297,26 +328,30 @@ def _supervise(argv: list[str], cwd: str, env: dict[str, str], workdir: str, tim
     return SandboxResult(stdout, stderr, proc.returncode, timed_out, killed, seconds, mode, cap, peak)
 
 
-def _exited_within(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
-    """Wait for the program's leader to exit without reaping it, so its pid stays the group's until we kill it."""
+def _exited_within(proc: subprocess.Popen[bytes], timeout_s: float, stop: Stop) -> bool:
+    """Wait until the program's leader exits (True), the timeout passes or a stop comes (False). The leader is
+    not reaped here, so its pid, the process group's id, cannot be someone else's when we kill the group."""
+    deadline = time.monotonic() + timeout_s
     try:
-        fd = os.pidfd_open(proc.pid)
+        fd: int | None = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):  # no pidfd (Linux < 5.3): wait and reap, as before
-        try:
-            proc.wait(timeout=timeout_s)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
+        fd = None
     try:
         poller = select.poll()
-        poller.register(fd, select.POLLIN)  # readable once the process has exited
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            if poller.poll(min(left, 3600.0) * 1000):  # in slices: poll() refuses a timeout of years
+        if fd is not None:
+            poller.register(fd, select.POLLIN)  # readable once the process has exited
+        while not stop.stopped and (left := deadline - time.monotonic()) > 0:
+            wait = min(left, _STOP_POLL_S)
+            if fd is not None and poller.poll(wait * 1000):
                 return True
+            if fd is None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=wait)
+                    return True
         return False
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _kill_group(pgid: int) -> None:

@@ -5,7 +5,8 @@
 A request becomes a Plan (routing.py), the Plan runs as `strategy.solve(problem, backend, ledger)` per choice
 (solving.py, the library's own path), and the outcomes become an OpenAI response (responses.py) or an SSE stream
 (streaming.py). Errors are OpenAI-shaped (errors.py); auth, body size and concurrency are checked in gate.py.
-A client that disconnects cancels its solve, streamed or not.
+A client that disconnects cancels its solve, streamed or not, and the request counts in flight until the solve
+has ended (its sandboxes killed, see ponder.sandbox), so the concurrency limit covers that work too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ponder.backends.openai import REQUEST_KEY
@@ -32,7 +33,7 @@ from ponder.server.responses import Outcome, chat_body, completion_body
 from ponder.server.routing import Plan, chat_problems, completion_problems, plan, split_model
 from ponder.server.schemas import ChatCompletionRequest, CompletionRequest, ErrorResponse
 from ponder.server.solving import run_plan
-from ponder.server.streaming import StreamRun
+from ponder.server.streaming import SolveStream, StreamRun
 
 WATCH_AFTER_S = 0.05
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -131,10 +132,9 @@ class _Service:
             try:
                 await run.first()
             except BaseException:
-                run.close()
+                await run.aclose()
                 raise
-            return StreamingResponse(run.events(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return SolveStream(run)
         start = time.perf_counter()
         outcomes = await _solve_or_cancel(request, the_plan, self.backend, self.config)
         for o in outcomes:

@@ -9,7 +9,8 @@ comments (`: keep-alive`) meanwhile. The last chunk carries finish_reason and th
 Before answering at all, the stream waits briefly for the first text or for the solve to end, so that a backend
 that is down still gets its proper status (503, 504) rather than an error event. An error after the response
 has started is sent as a `data: {"error": ...}` event, which the openai SDK raises. When the client goes away,
-Starlette stops the generator and the solve task is cancelled, freeing its slots in the backend.
+Starlette stops the generator and the solve task is cancelled, freeing its slots in the backend; the response
+(`SolveStream`) ends only once the solve has, so the request counts in flight until its sandboxes are dead.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from ponder.ledger import PriceTable
 from ponder.server.errors import from_exception
@@ -71,6 +76,14 @@ class StreamRun:
     def close(self) -> None:
         if not self.task.done():
             self.task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel the solve and wait until it has ended (a cancelled sandbox dies first), through cancellation too."""
+        self.close()
+        with anyio.CancelScope(shield=True):
+            while not self.task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([self.task])
 
     # -- chunks ---------------------------------------------------------------------------------------------------
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -141,3 +154,19 @@ class StreamRun:
         if self.include_usage:
             yield self._chunk([], usage=usage_body(outcomes, self.plan.n))
         yield b"data: [DONE]\n\n"
+
+
+class SolveStream(StreamingResponse):
+    """A StreamRun's SSE response. It returns only once the solve has ended, so the gate counts the request in
+    flight until its work (sandboxes included) is over, even when the client left early."""
+
+    def __init__(self, run: StreamRun) -> None:
+        super().__init__(run.events(), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.run = run
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.run.aclose()
