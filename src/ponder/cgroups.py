@@ -9,7 +9,8 @@ What the kernel offers is detected once (`detect`):
 `PONDER_SANDBOX_CGROUP` names another parent folder instead of our own group (e.g. a systemd `Delegate=yes`
 group prepared for it). Each run gets a fresh group below that parent, so whatever limits the parent has still
 hold. The sandbox's bootstrap joins the group before the program starts; on exit everything in it is killed and
-the group removed. This module only manages the folders; the sandbox owns the processes.
+the group removed. Groups left by a ponder process that died mid-run are removed when the next one detects.
+This module only manages the folders and what is in them; the sandbox starts the processes.
 """
 
 from __future__ import annotations
@@ -69,17 +70,19 @@ class RunGroup:
 
     def kill(self) -> None:
         """SIGKILL every process in the group and wait until each has exited, not only left the group's list: a
-        namespace's init leaves the list first, then waits for the rest to die (so would the caller, otherwise)."""
+        namespace's init leaves the list as it starts exiting, then waits there for the others to die."""
         held: dict[int, int | None] = {}  # pid -> a pidfd on it, so no signal reaches a reused pid
         deadline = time.monotonic() + _KILL_WAIT_S
+        first = True
         try:
             while True:
                 pids = self.pids_alive()
                 for pid in pids:
                     if pid not in held:
-                        held[pid] = _pidfd(pid)
-                if len(held) == len(pids) and self.cap is MemoryCap.CGROUP_V2:  # first pass: the kernel kills
-                    _write_if_present(self.memory, "cgroup.kill", "1")  # them all, forks in progress included
+                        held[pid] = _pidfd(pid)  # before any kill: dying processes soon leave the list
+                if first and self.cap is MemoryCap.CGROUP_V2:  # the kernel kills them all, forks in progress too
+                    _write_if_present(self.memory, "cgroup.kill", "1")
+                first = False
                 for pid in pids:
                     _sigkill(pid, held[pid])
                 if not pids or time.monotonic() > deadline:
