@@ -1,4 +1,5 @@
-"""`ponder models list | pull NAME | info NAME_OR_PATH`: the embedded-model catalogue from the command line."""
+"""`ponder models list | pull NAME | info NAME_OR_PATH | build-server`: the embedded-model catalogue from the command
+line, and llama.cpp's own server built once (`ponder.models.llama_server`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from ponder.cli import app
 from ponder.errors import PonderError
-from ponder.models import cache, catalogue, fetch, gguf, locate
+from ponder.models import cache, catalogue, fetch, gguf, llama_server, locate
 
 models_app = typer.Typer(help="List, pull and inspect the embedded GGUF models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -75,6 +76,18 @@ def info(name_or_path: str = typer.Argument(..., help="A pulled catalogue name o
         shown = f"{value:,}" if isinstance(value, int) else f"{value:.3f}" if isinstance(value, float) else str(value)
         table.add_row(field, shown)
     console.print(table)
+
+
+@models_app.command("build-server")
+def build_server(
+    jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Parallel compile jobs."),
+    version: str = typer.Option(llama_server.VERSION, help="The llama-cpp-python release whose llama.cpp is built."),
+) -> None:
+    """Build llama.cpp's llama-server from the llama-cpp-python sdist (once: several minutes), print its path."""
+    with _friendly_errors():
+        path = llama_server.build(version, jobs=jobs,
+                                  log=lambda line: err_console.print(line, highlight=False, markup=False))
+    console.print(str(path), highlight=False, soft_wrap=True)
 
 
 @contextmanager
