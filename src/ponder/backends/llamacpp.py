@@ -2,7 +2,8 @@
 
 This module owns loading (clear errors for missing or corrupt files), the model's shapes (ModelInfo), the chat
 template and tokenization, and the asyncio face (`generate`, `stream`, cancellation). The batching, prefix
-cache and sampling live in scheduler.py, which runs on its own thread and owns the llama_context.
+cache and sampling live in scheduler.py, which runs on its own thread and owns the llama_context. llama.cpp's log
+lines go to the `ponder.llamacpp` logger (llamalog.py), not to the terminal.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class LlamaCppBackend:
         name: str | None = None,
         verbose: bool = False,
         sampler_defaults: SamplerDefaults | None = None,
+        deterministic: bool = False,
     ) -> None:
         L = require("llama_cpp", "local")
         from ponder.backends.scheduler import Scheduler
@@ -87,8 +89,11 @@ class LlamaCppBackend:
         self._vocab = L.llama_model_get_vocab(self._model)
         self.info = self._read_info()
         self._formatter = self._chat_formatter()
+        self.deterministic = deterministic
+        """Each request decoded alone on an empty engine (no prefix cache): a request's samples are then the same
+        bit for bit whatever else is in flight, in any process (deterministic sweeps); throughput drops."""
         self._scheduler = Scheduler(self._model, self._ctx, n_seq_max=n_seq_max, n_batch=n_batch,
-                                    cache_entries=cache_entries)
+                                    cache_entries=cache_entries, exclusive=deterministic)
         self.n_ctx = L.llama_n_ctx(self._ctx)
         self.n_ctx_seq = L.llama_n_ctx_seq(self._ctx)
 
@@ -96,9 +101,11 @@ class LlamaCppBackend:
     def _load(self, L: Any, n_ctx: int, n_threads: int, n_seq_max: int, n_batch: int, verbose: bool) -> Any:
         if not self.path.is_file():
             raise ModelNotFound(f"no model file at {self.path}: check the path, or pull it with `ponder models pull`")
-        from llama_cpp._logger import set_verbose
+        from ponder.backends.llamalog import route_llama_logs, show_llama_logs
 
-        set_verbose(verbose)
+        route_llama_logs()
+        if verbose:
+            show_llama_logs()
         L.llama_backend_init()
         mparams = L.llama_model_default_params()
         model = L.llama_model_load_from_file(str(self.path).encode(), mparams)

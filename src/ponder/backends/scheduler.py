@@ -6,6 +6,10 @@ is prefilled once into a *root* sequence, reusing the longest cached token prefi
 then forked with llama_memory_seq_cp and starts by decoding the last prompt token, so samples can start in
 waves when slots or cells are short. Finished sequences stay in a small prefix cache (an LRU of free slots).
 
+Exclusive mode (deterministic sweeps) admits one request at a time, on an empty KV cache with no prefix cache:
+llama.cpp's numbers depend on which tokens share a batch, and a request alone has the same batches whatever else
+is queued, in whatever order, in whichever process.
+
 What it ignores: chat templates, tokenization and asyncio. Callers hand it token ids and a Sink; results go
 back through the Sink's callbacks, called from this thread.
 """
@@ -122,8 +126,13 @@ class Job:
 class Scheduler:
     """Owns one llama_context; admits jobs, batches their steps, samples, and reports back."""
 
-    def __init__(self, model: Any, ctx: Any, *, n_seq_max: int, n_batch: int, cache_entries: int = 8) -> None:
+    def __init__(self, model: Any, ctx: Any, *, n_seq_max: int, n_batch: int, cache_entries: int = 8,
+                 exclusive: bool = False) -> None:
         self.model, self.ctx = model, ctx
+        self.exclusive = exclusive
+        """One request at a time, each on an empty engine (no prefix cache): bit-exact reruns, less throughput."""
+        if exclusive:
+            cache_entries = 0
         self.vocab = L.llama_model_get_vocab(model)
         self.n_vocab = L.llama_vocab_n_tokens(self.vocab)
         self.mem = L.llama_get_memory(ctx)
@@ -214,6 +223,10 @@ class Scheduler:
         for job in [j for j in self.jobs if j.root is not None and j.prefilled == len(j.head)]:
             self._fork(job)
         while self.waiting:
+            if self.exclusive:
+                if self.jobs:
+                    break
+                self._reset()
             job = self.waiting[0]
             src = self._best_source(job)
             if src.busy:
@@ -235,6 +248,11 @@ class Scheduler:
                 self._start_root(job, src)
             except Exception as exc:  # fail this request alone; never leave it unanswered
                 self._fail(job, BackendError(f"could not start the request: {exc}"))
+
+    def _reset(self) -> None:
+        """The idle engine's state made canonical: KV cells from the first, slots handed out from 0."""
+        L.llama_memory_clear(self.mem, False)  # metadata only: no cell is in use, so no data needs zeroing
+        self.free_slots = sorted(range(self.n_seq_max), reverse=True)
 
     def _best_source(self, job: Job) -> PrefixSource:
         """The slot whose KV shares the longest prefix with job.head (busy if a root still prefilling wins)."""

@@ -50,7 +50,7 @@ def report(
     out: Path | None = typer.Option(None, "--out", help="Where to write the report (default: RUN/report)."),
 ) -> None:
     """Write RUN/report/ (PNG plots, a self-contained index.html, summary.md, summary.json) from the run's store."""
-    from ponder.experiments.report import write_report
+    from ponder.experiments.report import BATCHING, write_report
 
     try:
         files = write_report(run, out)
@@ -66,6 +66,7 @@ def report(
     for key, label, kind in _HEADLINE:
         table.add_row(label, _show(files.summary.get(key), kind))
     console.print(table)
+    console.print(f"batching: {BATCHING[files.deterministic]}")
     console.print(f"report: {files.html}")
     console.print(f"summary: {files.summary_md}, {files.summary_json}")
     if files.policy is not None:

@@ -4,6 +4,7 @@
                  --budgets 1,2,4,8,16 --limit 50 --seed 0 --out runs/NAME
     ponder sweep --resume runs/NAME          # after a crash or kill -9: finishes what is missing
     ponder sweep ... --ray --actors 2        # the same sweep on Ray actors (--ray-address ADDR joins a cluster)
+    ponder sweep ... --deterministic         # identical rows in-process, resumed or on Ray; slower (README)
 """
 
 from __future__ import annotations
@@ -62,13 +63,18 @@ def sweep(
                                     "implies --ray."),
     actors: int = typer.Option(2, "--actors", help="With --ray: actors, each holding one model replica "
                                "(--concurrency units in flight on each, --n-threads threads each)."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Decode each request alone with no prefix "
+                                       "cache, so in-process, resumed and --ray runs store identical rows (batch "
+                                       "shapes change llama.cpp's numbers). Costs throughput (README). Recorded in "
+                                       "the store; a resume keeps the run's mode."),
 ) -> None:
     """Run a sweep into a SQLite store: one row per sample, resumable after any interruption."""
     try:
         given = {"task": task, "model": model, "strategies": strategies, "budgets": budgets, "limit": limit,
                  "seed": seed, "max_tokens": max_tokens, "temperature": temperature,
                  "task_options": _task_options(task_opt) if task_opt else None,
-                 "temperatures": _temperatures(temperatures) if temperatures else None}
+                 "temperatures": _temperatures(temperatures) if temperatures else None,
+                 "deterministic": True if deterministic else None}  # unset: a resume keeps the stored mode
         sampler = {"top_p": top_p, "top_k": top_k, "min_p": min_p, "repetition_penalty": repetition_penalty,
                    "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
         if any(v is not None for v in sampler.values()):
@@ -125,7 +131,7 @@ def _config(given: dict[str, Any], stored: dict[str, Any] | None) -> Any:
 async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, concurrency: int,
                n_threads: int | None, ray: Any = None) -> None:
     from ponder.experiments.store import Store
-    from ponder.experiments.sweep import Tally, check_resume, run_sweep, settings
+    from ponder.experiments.sweep import Tally, check_backend, check_resume, run_sweep, settings, with_added_settings
     from ponder.tasks import load_task
 
     if (out is None) == (resume is None):
@@ -135,12 +141,14 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
                                "empty folder, so that a run never mixes with other files")
     store = Store.open(resume) if resume else None
     try:
-        config = _config(given, store.config if store else None)
-        if store:  # settings the user gave that differ are refused before the model loads
-            check_resume({k: store.config.get(k) for k in config.to_dict()}, config.to_dict(), resume)
+        stored = with_added_settings(store.config) if store else None
+        config = _config(given, stored)
+        if stored is not None:  # settings the user gave that differ are refused before the model loads
+            check_resume({k: stored.get(k) for k in config.to_dict()}, config.to_dict(), resume)
         kind = load_task(config.task, **config.task_options).kind  # an unknown task fails before the model loads
-        backend = _open_backend(config.model, n_threads, ray)
+        backend = _open_backend(config.model, n_threads, ray, config.deterministic)
         try:
+            check_backend(config, backend)  # before a store is made for a run that cannot be deterministic
             provenance = settings(config, backend, kind)
             if store:
                 check_resume(store.config, provenance, resume)  # now with the model's sha256 and prompts
@@ -193,16 +201,19 @@ def _executor(backend: Any, concurrency: int, ray: Any) -> Any:
     return InProcessExecutor(backend, concurrency)
 
 
-def _open_backend(spec: str, n_threads: int | None, ray: Any = None) -> Any:
+def _open_backend(spec: str, n_threads: int | None, ray: Any = None, deterministic: bool = False) -> Any:
     from ponder.backends.factory import open_backend
 
+    local = spec != "scripted" and not spec.startswith(("http://", "https://"))
+    # Only the local engine can fix its batches; any other backend is refused by check_backend, naming the flag.
+    options: dict[str, Any] = {"deterministic": True} if deterministic and local else {}
     if ray is not None:  # each actor opens its own replica; the driver sees them as one backend
         from ponder.distributed.launch import open_ray_backend
 
-        return open_ray_backend(spec, ray, n_threads)
-
-    local = spec != "scripted" and not spec.startswith(("http://", "https://"))
-    return open_backend(spec, **({"n_threads": n_threads} if local and n_threads else {}))
+        return open_ray_backend(spec, ray, n_threads, **options)
+    if local and n_threads:
+        options["n_threads"] = n_threads
+    return open_backend(spec, **options)
 
 
 def _progress() -> Progress:

@@ -52,6 +52,8 @@ class Identity:
     info: ModelInfo | None
     code: str = ""
     """The replica's ponder version and source digest (runtime.code_digest), compared with the driver's."""
+    deterministic: bool = False
+    """The replica decodes each request alone (`deterministic=True`), as a deterministic sweep needs."""
 
 
 class Replica:
@@ -70,7 +72,8 @@ class Replica:
             self.backend = self.spec.open()
         ident = model_identity(self.backend)
         info = ident["model_info"]
-        return Identity(ident["model_name"], ModelInfo(**info) if info is not None else None, code_digest())
+        return Identity(ident["model_name"], ModelInfo(**info) if info is not None else None, code_digest(),
+                        bool(getattr(self.backend, "deterministic", False)))
 
     async def pid(self) -> int:
         """This actor's process id (the fault-tolerance test kills it with SIGKILL)."""

@@ -6,7 +6,8 @@ and yields results as they finish (the sweep driver alone writes the store). If 
 units it had in flight go back to the front of the queue for the survivors. A unit's result either reached the
 driver before the death or it did not, so nothing finished is lost; each key is yielded at most once (and the
 store's UNIQUE keys would refuse a second copy), so nothing is duplicated. Sampling is seeded per problem and
-sample, so which actor draws a unit does not change its samples (up to floating-point batch effects: docs/ray.md).
+sample, so which actor draws a unit does not change its samples (up to floating-point batch effects, docs/ray.md,
+which a deterministic sweep removes: each replica then decodes every request alone).
 """
 
 from __future__ import annotations

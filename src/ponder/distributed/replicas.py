@@ -67,6 +67,8 @@ class ReplicaPool:
             raise
         self.model: str = first.model
         self.info: ModelInfo | None = first.info
+        self.deterministic: bool = first.deterministic
+        """Every replica decodes each request alone (they all opened the same spec, so they agree)."""
 
     def gather(self, method: str) -> list[Any]:
         """Call `method` on every live replica and wait for all; a replica's error is raised as ponder's."""
@@ -135,6 +137,8 @@ class RayReplicaBackend:
         """The RaySession to close with the pool (None: the caller owns the connection)."""
         self.model = pool.model
         self.info = pool.info
+        self.deterministic = pool.deterministic
+        """Each replica decodes each request alone, so a call's result does not depend on where it ran."""
 
     async def generate(self, messages: Sequence[Message], params: SamplingParams, prefix: str = "") -> list[Generation]:
         return await self.pool.call("generate", tuple(messages), params, prefix)

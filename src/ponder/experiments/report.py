@@ -36,6 +36,8 @@ class ReportFiles:
     summary: Mapping[str, Any]
     policy: Path | None = None
     """policy.json: the compute-optimal policy fitted on every problem, for `ponder serve --policy`."""
+    deterministic: bool = False
+    """The run decoded each request alone (`ponder sweep --deterministic`): its rows repeat bit for bit."""
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
@@ -63,10 +65,10 @@ def build_report(store: Any, folder: Path, stopping_point: StoppingPoint | None 
     provenance = _provenance(config, name)
     (folder / "summary.json").write_text(json.dumps({**summary, "provenance": provenance}, indent=2,
                                                     default=_jsonable) + "\n")
-    (folder / "summary.md").write_text(summary_markdown(summary, analysis, name))
+    (folder / "summary.md").write_text(summary_markdown(summary, analysis, name, provenance["deterministic"]))
     (folder / "index.html").write_text(render_html(analysis, summary, figures, provenance, samples, name))
     return ReportFiles(folder, folder / "index.html", folder / "summary.md", folder / "summary.json", figures,
-                       summary, _write_policy(analysis, config, summary, folder))
+                       summary, _write_policy(analysis, config, summary, folder), provenance["deterministic"])
 
 
 def _write_policy(a: Any, config: Mapping[str, Any], summary: Mapping[str, Any], folder: Path) -> Path | None:
@@ -105,6 +107,7 @@ def _provenance(config: Mapping[str, Any], name: str) -> dict[str, Any]:
         "seed": config.get("seed"),
         "budgets": config.get("budgets"),
         "limit": config.get("limit"),
+        "deterministic": bool(config.get("deterministic", False)),  # stores made before the flag were not
         "created": config.get("created"),
         "run_ponder_version": config.get("ponder_version"),
         "report_generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -127,7 +130,12 @@ def _at_k(table: Mapping[str, float]) -> str:
     return ", ".join(f"@{k}: {_fmt(v, pct=True)}" for k, v in table.items()) or "n/a (not in this run)"
 
 
-def summary_markdown(s: Mapping[str, Any], a: Analysis, name: str = "") -> str:
+BATCHING = {True: "deterministic (each request decoded alone: a rerun, a resume or a Ray run stores the same rows)",
+            False: "default (continuous batching: a rerun may re-draw some samples, docs/ray.md)"}
+"""How a run's batches were made, as summary.md says it."""
+
+
+def summary_markdown(s: Mapping[str, Any], a: Analysis, name: str = "", deterministic: bool = False) -> str:
     """The headline in prose: greedy, maj@k, best-of-N@k, adaptive savings, efficiency and dollars."""
     vs_bon, vs_maj = s["oracle_upper_bound_efficiency_vs_best_of_n"], s["oracle_upper_bound_efficiency_vs_majority"]
     lines = [
@@ -151,6 +159,7 @@ def summary_markdown(s: Mapping[str, Any], a: Analysis, name: str = "") -> str:
         f"majority voting, {_ratio_text(vs_bon)} vs best-of-N",
         f"- Cost: ${_fmt(s['usd_per_solved_problem'], digits=4)} per solved problem (best strategy)",
         f"- Truncated samples (hit max_tokens): {_fmt(s['truncation_share'], pct=True)}",
+        f"- Batching: {BATCHING[deterministic]}",
         "",
     ]
     if a.notes:

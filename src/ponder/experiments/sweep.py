@@ -6,6 +6,10 @@ score.py does). A strategy with no `at_budget` (greedy CoT) runs once per proble
 budget forcing, revision, tournament) run once per budget. No strategy is named here. The driver plans the work
 units, skips those the store already holds, hands the rest to an Executor, and alone writes each finished unit in
 one transaction.
+
+Every unit's seeds come from the run seed and the unit's own key (`stable_seed`), never from the order units run
+in. A `deterministic` sweep also needs a backend that decodes each request alone (the local engine's
+`deterministic=True`): then in-process, resumed and Ray runs store the same rows, bit for bit.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from ponder.types import SAMPLER_FIELDS, Problem, SamplingParams
 
 VOLATILE = frozenset({"created", "ponder_version"})
 """Settings recorded for provenance that may differ on resume."""
+ADDED_SETTINGS: Mapping[str, Any] = {"deterministic": False}
+"""Settings added to the run config after stores were first made, with the value an older store was made with."""
 
-__all__ = ["Executor", "InProcessExecutor", "SweepConfig", "plan", "run_sweep", "run_unit"]
+__all__ = ["Executor", "InProcessExecutor", "SweepConfig", "check_backend", "plan", "run_sweep", "run_unit"]
 
 
 def parse_budgets(text: str | Sequence[int]) -> tuple[int, ...]:
@@ -80,6 +86,9 @@ class SweepConfig:
     """Draw every pool at each of these temperatures instead (a compute knob: the curves and the compute-optimal
     policy then choose a temperature as they choose a budget). Pools are named `cot@T=0.3`, curves
     `self_consistency[T=0.3]`."""
+    deterministic: bool = False
+    """Fix every request's batch composition (each decoded alone, no prefix cache) so that in-process, resumed
+    and Ray runs store identical rows; costs throughput (README). Needs a backend opened with it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategies", tuple(dict.fromkeys(self.strategies)))
@@ -102,6 +111,8 @@ class SweepConfig:
             raise InvalidParameter("sampler", sorted(unknown), f"use sampler fields: {', '.join(SAMPLER_FIELDS)}")
         Overrides.of(self.sampler)  # validates the values, naming the field
         object.__setattr__(self, "sampler", dict(sorted(self.sampler.items())))
+        if not isinstance(self.deterministic, bool):
+            raise InvalidParameter("deterministic", self.deterministic, "use true or false")
 
     @property
     def pool_kinds(self) -> tuple[str, ...]:
@@ -141,14 +152,15 @@ class SweepConfig:
                 "budgets": list(self.budgets), "limit": self.limit, "seed": self.seed,
                 "max_tokens": self.max_tokens, "temperature": self.temperature,
                 "task_options": dict(self.task_options), "sampler": dict(self.sampler),
-                **({"temperatures": list(self.temperatures)} if self.temperatures else {})}
+                **({"temperatures": list(self.temperatures)} if self.temperatures else {}),
+                "deterministic": self.deterministic}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SweepConfig:
         return cls(d["task"], d["model"], tuple(d["strategies"]), tuple(d["budgets"]), d.get("limit"),
                    d.get("seed", 0), d.get("max_tokens", 512), d.get("temperature", 0.8),
                    dict(d.get("task_options") or {}), dict(d.get("sampler") or {}),
-                   tuple(d.get("temperatures") or ()))
+                   tuple(d.get("temperatures") or ()), d.get("deterministic", ADDED_SETTINGS["deterministic"]))
 
 
 def _scales(name: str) -> bool:
@@ -252,8 +264,14 @@ def sampling_chain(config: SweepConfig, backend: object) -> dict[str, Any]:
     return {"max_tokens": config.max_tokens, **(params.resolved(defaults) if defaults else params).sampler()}
 
 
+def with_added_settings(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored run config with the settings added since filled in as an older store was made (ADDED_SETTINGS)."""
+    return {**ADDED_SETTINGS, **stored}
+
+
 def check_resume(stored: Mapping[str, Any], given: Mapping[str, Any], path: Path | str) -> None:
     """Refuse to resume a run made with other settings, naming each difference."""
+    stored = with_added_settings(stored)
     diff = config_differences({k: v for k, v in stored.items() if k not in VOLATILE},
                               {k: v for k, v in given.items() if k not in VOLATILE})
     if diff:
@@ -293,10 +311,21 @@ class Tally:
         return " | ".join(parts)
 
 
+def check_backend(config: SweepConfig, backend: object) -> None:
+    """Refuse a deterministic sweep on a backend whose batches it cannot fix (an HTTP server batches as it likes)."""
+    if config.deterministic and not getattr(backend, "deterministic", False):
+        raise InvalidParameter("deterministic", True, f"{type(backend).__name__} cannot fix its batches: use a local "
+                               "model opened with deterministic=True (the CLI does this), or drop --deterministic")
+
+
 async def run_sweep(config: SweepConfig, backend: object, store: Store, executor: Executor | None = None,
                     on_start: Callable[[int, int], None] | None = None,
                     on_result: Callable[[UnitResult], None] | None = None) -> Tally:
     """Run every unit the store lacks and write each as it finishes. Safe to call again after any interruption."""
+    check_backend(config, backend)
+    if with_added_settings(store.config).get("deterministic") != config.deterministic:
+        raise StoreError(f"{store.path} was made with deterministic={not config.deterministic}: resume it in the "
+                         "mode it was made in")
     task = load_task(config.task, **config.task_options)
     problems = task.problems(config.limit, seed=config.seed)
     stored_ids = store.problem_ids()
