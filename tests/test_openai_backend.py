@@ -120,6 +120,23 @@ def test_n_ignored_falls_back_to_fan_out_once_and_remembers() -> None:
     assert sorted(r["seed"] for r in rec.bodies()) == [1, 2]
 
 
+def test_n_refused_with_a_400_falls_back_to_fan_out() -> None:
+    def answer(r: httpx.Request, i: int) -> httpx.Response:
+        if json.loads(r.content).get("n"):  # llama-server: n may not exceed its slot count
+            return httpx.Response(400, json={"error": {"code": 400, "type": "invalid_request_error", "message":
+                                                       "Field 'n': Value must be between 1 <= value <= 1, but got 2"}})
+        return httpx.Response(200, json=completion([f"s{i}"], {"prompt_tokens": 3, "completion_tokens": 1}))
+    rec = Recorder(answer)
+    b = backend(rec)
+    gens = run(b.generate(MSGS, SamplingParams(n=2, seed=7)))
+    assert len(gens) == 2 and b.supports_n is False and len(rec.requests) == 3
+    assert sorted(r["seed"] for r in rec.bodies()[1:]) == [7, 8]
+    rec2 = Recorder(lambda r, i: httpx.Response(400, json={"error": {"message": "Field 'temperature': bad"}}))
+    with pytest.raises(UpstreamError, match="temperature"):  # another 400 is the caller's to see, not fanned out
+        run(backend(rec2).generate(MSGS, SamplingParams(n=2)))
+    assert len(rec2.requests) == 1
+
+
 def test_usage_missing_is_estimated_not_zero() -> None:
     rec = Recorder(lambda r, i: httpx.Response(200, json=completion(["twelve chars"])))
     b = backend(rec)

@@ -4,9 +4,10 @@ Owns the HTTP conversation: a shared httpx client, a concurrency limit, retries 
 one fan-out fallback, streaming, and continuing an assistant prefix. The wire format lives in `openai_wire.py`.
 It knows nothing of budgets: the ledger wraps it like any backend.
 
-n > 1. Sent as `n`. A server that returns fewer choices (llama.cpp's servers ignore `n`) is remembered
-(`supports_n = False`), the missing generations come from `base.fan_out` (seeds seed+i), and later calls fan out
-at once. Pass supports_n=False to skip the probe.
+n > 1. Sent as `n`. A server that returns fewer choices (llama-cpp-python ignores `n`) or refuses `n` with a 400
+naming it (llama-server allows at most its slot count) is remembered (`supports_n = False`), the missing
+generations come from `base.fan_out` (seeds seed+i), and later calls fan out at once. Pass supports_n=False to
+skip the probe.
 
 Continuing a prefix (`prefix=`, used by beam search and budget forcing), `prefix_mode`:
 
@@ -42,6 +43,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -65,6 +67,9 @@ from ponder.errors import InvalidParameter, UpstreamError, UpstreamTimeout
 from ponder.types import Generation, Message, ModelInfo, SamplingParams
 
 log = logging.getLogger(__name__)
+
+_REFUSED_N = re.compile(r"""['"`]n['"`]|\bn_cmpl\b|\bn must\b""")
+"""A 400 about the `n` field: llama-server's "Field 'n': Value must be between 1 <= value <= 2"."""
 
 REQUEST_KEY: ContextVar[str | None] = ContextVar("ponder_request_api_key", default=None)
 """An API key for the current request only (set by the server to pass a client's key upstream)."""
@@ -230,7 +235,14 @@ class OpenAIBackend:
 
         if params.n > 1 and self.supports_n is False:
             return await fan_out(one, params)
-        gens = await one(params)
+        try:
+            gens = await one(params)
+        except UpstreamError as exc:
+            if params.n > 1 and not self.supports_n and exc.status == 400 and _REFUSED_N.search(str(exc)):
+                log.info("%s refused n=%d: fanning out from now on", self.base_url, params.n)
+                self.supports_n = False
+                return await fan_out(one, params)
+            raise
         if params.n > 1:
             if len(gens) < params.n:
                 if self.supports_n is not False:
