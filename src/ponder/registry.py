@@ -77,6 +77,7 @@ VERIFIERS = Registry("verifier", {
     "code": "ponder.verifiers.code:CodeVerifier",
     "self_eval": "ponder.verifiers.self_eval:SelfEvalVerifier",
     "judge": "ponder.verifiers.judge:JudgeVerifier",
+    "learned": "ponder.verifiers.learned:LearnedVerifier",
 })
 
 BACKENDS = Registry("backend", {

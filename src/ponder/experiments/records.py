@@ -8,6 +8,7 @@ per budget: `ResultRow`s.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,8 @@ class SampleRow:
     seconds: float = 0.0
     mean_logprob: float | None = None
     """Mean token log-probability of the sample; a tied vote goes to the answer with the larger sum of these."""
+    features: Mapping[str, float] | None = field(default=None, compare=False)
+    """The sample's own features for a learned verifier (ponder.verifiers.features), stored in `features`."""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS results (
 """
 _SESSIONS = "CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY AUTOINCREMENT, seconds REAL NOT NULL)"
 """Wall-clock seconds of each sweep session (a run, or a resume): what a local model's compute cost in time."""
+_FEATURES = ("CREATE TABLE IF NOT EXISTS features (problem_id TEXT NOT NULL, pool TEXT NOT NULL, idx INTEGER NOT NULL, "
+             "source TEXT NOT NULL, vals TEXT NOT NULL, UNIQUE (problem_id, pool, idx))")
+"""Each sample's own features for a learned verifier, as JSON: "sampled" (from the log-probabilities it was drawn
+with) or "rescored" (`ponder verifier featurize`, which replaces them). A store made before it gains it on open."""
 _TABLES = {"run", "problems", "samples", "results"}
 
 
@@ -52,6 +56,15 @@ def store_path(path: str | Path) -> Path:
 
 def _usage_json(usage_by_role: Mapping[str, Usage]) -> str:
     return json.dumps({role: u.to_dict() for role, u in sorted(usage_by_role.items())})
+
+
+def _values_json(values: Mapping[str, float] | None) -> str:
+    # JSON has no NaN: an unknown feature is stored as null
+    return json.dumps({k: (None if v != v else float(v)) for k, v in (values or {}).items()})
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _usage_of(text: str) -> dict[str, Usage]:
@@ -94,7 +107,7 @@ class Store:
         # One transaction: a store killed while being created is left blank (and may be created again), never half-made.
         conn = store._conn
         conn.execute("BEGIN")
-        for statement in [*filter(str.strip, _SCHEMA.split(";")), _SESSIONS]:
+        for statement in [*filter(str.strip, _SCHEMA.split(";")), _SESSIONS, _FEATURES]:
             conn.execute(statement)
         conn.executemany("INSERT INTO run VALUES (?, ?)", [
             ("schema_version", str(SCHEMA_VERSION)), ("config", json.dumps(dict(config), sort_keys=True))])
@@ -122,6 +135,8 @@ class Store:
         if "mean_logprob" not in columns:  # a version-1 store: its samples have no log-probabilities (NULL)
             with conn:
                 conn.execute("ALTER TABLE samples ADD COLUMN mean_logprob REAL")
+        with conn:
+            conn.execute(_FEATURES)
         store = cls(file, conn)
         store.config  # noqa: B018 - validate the config row now, not at first use
         return store
@@ -173,6 +188,20 @@ class Store:
                   r.finish_reason, _usage_json(r.usage_by_role),
                   sum(u.completion_tokens for u in r.usage_by_role.values()), r.seconds, r.mean_logprob)
                  for r in rows])
+            self._conn.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, 'sampled', ?)", [
+                (r.problem_id, r.pool, r.index, _values_json(r.features)) for r in rows if r.features is not None])
+
+    def add_features(self, rows: Iterable[tuple[str, str, int, Mapping[str, float]]], source: str) -> None:
+        """(problem_id, pool, idx, values) of existing samples, from `source` ("sampled" or "rescored")."""
+        with self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?)",
+                                   [(pid, pool, idx, source, _values_json(v)) for pid, pool, idx, v in rows])
+
+    def features(self) -> dict[tuple[str, str, int], tuple[str, dict[str, float]]]:
+        """(problem_id, pool, idx) -> (source, values) for every sample that has features."""
+        rows = self._conn.execute("SELECT problem_id, pool, idx, source, vals FROM features")
+        return {(pid, pool, idx): (source, {k: _nan(v) for k, v in json.loads(vals).items()})
+                for pid, pool, idx, source, vals in rows}
 
     def add_sample(self, row: SampleRow) -> None:
         self.add_samples([row])

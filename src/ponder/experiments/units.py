@@ -27,6 +27,7 @@ from ponder.strategies.base import at_budget
 from ponder.strategies.pooling import split_pool
 from ponder.tasks.base import grade
 from ponder.types import Generation, Problem, Result, Usage
+from ponder.verifiers.features import from_token_logprobs
 
 Key = tuple[Any, ...]
 
@@ -113,8 +114,10 @@ async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
         score = None
         if evals:
             score, usage["verifier"] = evals[i]
+        features = from_token_logprobs(gen.logprobs, gen.finish_reason == "length", gen.completion_tokens)
         rows.append(SampleRow(unit.problem.id, unit.pool, i, unit.seed + i, gen.text, answer, correct, score,
-                              gen.finish_reason, usage, sum(u.seconds for u in usage.values()), gen.mean_logprob))
+                              gen.finish_reason, usage, sum(u.seconds for u in usage.values()), gen.mean_logprob,
+                              dict(features.values)))
     return tuple(rows)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import inspect
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -25,10 +24,9 @@ from typing import Any, ClassVar
 
 from ponder.errors import BudgetExhausted, InvalidParameter, VerifierError
 from ponder.ledger import Ledger
-from ponder.registry import VERIFIERS
 from ponder.strategies.common import answer_for
 from ponder.types import Candidate, Generation, Message, Problem, Result, SamplingParams
-from ponder.verifiers.base import Verifier, as_verifier
+from ponder.verifiers.base import Verifier, as_verifier, build_verifier
 
 SYSTEM_PROMPT = (
     "Solve the problem step by step. Separate steps with a blank line. "
@@ -63,12 +61,7 @@ def resolve_verifier(spec: object, backend: object) -> Verifier:
     """A Verifier from a registry name (built on `backend` when its factory takes one), a Verifier, or a callable."""
     if not isinstance(spec, str):
         return as_verifier(spec)  # type: ignore[arg-type]
-    factory = VERIFIERS.get(spec)
-    try:
-        takes_backend = "backend" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        takes_backend = False
-    return factory(backend=backend) if takes_backend else factory()
+    return build_verifier(spec, backend)
 
 
 @dataclass(frozen=True)

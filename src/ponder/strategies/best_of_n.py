@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
@@ -17,7 +16,7 @@ from ponder.strategies.common import Sampled, at_least, candidate, cut_by_budget
 from ponder.strategies.pooling import Pooled, scored
 from ponder.strategies.self_consistency import majority_vote
 from ponder.types import Candidate, Problem, Result
-from ponder.verifiers.base import Verifier, as_verifier
+from ponder.verifiers.base import Verifier, as_verifier, build_verifier, verifier_name
 
 Mode = Literal["max", "weighted"]
 # Verifiers that grade against the reference answer: best-of-n with one of them is an oracle, i.e. pass@n.
@@ -57,12 +56,7 @@ def make_verifier(spec: str | Verifier | Callable[..., object], problem: Problem
             f"verifier {spec!r} grades against the reference answer, and problem {problem.id!r} has none; "
             "give the problem an answer (this makes best-of-n an oracle, i.e. pass@n) or use 'self_eval' or 'judge'"
         )
-    factory = VERIFIERS.get(spec)
-    try:
-        wants_backend = "backend" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        wants_backend = False
-    return factory(ledger.meter(backend, "verifier")) if wants_backend else factory()
+    return build_verifier(spec, ledger.meter(backend, "verifier"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,8 +85,8 @@ class BestOfN(Sampled):
         at_least("n", self.n, 1)
         if self.mode not in ("max", "weighted"):
             raise InvalidParameter("mode", self.mode, 'use "max" or "weighted"')
-        if isinstance(self.verifier, str) and self.verifier not in VERIFIERS:
-            VERIFIERS.get(self.verifier)  # raises UnknownName listing the valid verifiers
+        if isinstance(self.verifier, str) and verifier_name(self.verifier) not in VERIFIERS:
+            VERIFIERS.get(verifier_name(self.verifier))  # raises UnknownName listing the valid verifiers
         if not isinstance(self.verifier, str) and not callable(getattr(self.verifier, "score", self.verifier)):
             raise InvalidParameter("verifier", self.verifier, "use a verifier name, a Verifier, or a callable")
 

@@ -29,6 +29,31 @@ class CallableVerifier:
         return [s if isinstance(s, Score) else Score(float(s)) for s in out]  # type: ignore[union-attr]
 
 
+def verifier_name(spec: str) -> str:
+    """The registry name of a spec: "learned:scorer.json" -> "learned"."""
+    return spec.partition(":")[0]
+
+
+def build_verifier(spec: str, backend: object) -> Verifier:
+    """The registered verifier named by `spec` ("NAME" or "NAME:PATH"), built on `backend` when its factory takes
+    one, and given the PATH when its factory takes a `path` (a learned scorer file)."""
+    from ponder.errors import InvalidParameter
+    from ponder.registry import VERIFIERS
+
+    name, _, arg = spec.partition(":")
+    factory = VERIFIERS.get(name)
+    try:
+        wanted = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        wanted = {}  # type: ignore[assignment]
+    kwargs: dict[str, object] = {"backend": backend} if "backend" in wanted else {}
+    if arg:
+        if "path" not in wanted:
+            raise InvalidParameter("verifier", spec, f"the {name} verifier takes no argument: use {name!r}")
+        kwargs["path"] = arg
+    return factory(**kwargs)
+
+
 def as_verifier(v: Verifier | Callable[..., object]) -> Verifier:
     if isinstance(v, Verifier):
         return v
