@@ -94,15 +94,57 @@ def ray_row(r: dict[str, Any]) -> str:
             f"{max(runs):+.0f}%)")
 
 
+def verifier_table(v: dict[str, Any]) -> str:
+    """verifier.json: the learned verifier against the vote and the oracle, cross-fitted, and out of distribution."""
+    c4 = next(c for c in v["curves"] if c["k"] == 4)
+    s = v["scorer"]
+    lines = [
+        "| figure | value |",
+        "|---|---|",
+        f"| problems (GSM8K test, the first N; 8 chains + 8 programs each) | {v['n_problems']} |",
+        f"| scorer (chosen by grouped cross-validation) | {s['estimator']}, {len(s['features'])} features, "
+        f"cross-fitted AUC {s['cv_auc']:.3f}, ECE {s['cv_ece']:.3f} |",
+        f"| maj@8 / pass@8 (oracle) | {pct(v['maj_at_8'])} / {pct(v['pass_at_8'])} |",
+        f"| learned weighted best-of-8 | {pct(v['learned_best_of_n_at_8'])}: {points(v['gain_over_majority'])} "
+        f"points over maj@8 ({points(v['gain_over_majority_ci_low'])} to "
+        f"{points(v['gain_over_majority_ci_high'])}), {100 * v['gap_closed']:.0f}% of the gap to pass@8 |",
+        f"| learned max best-of-8 | {pct(v['learned_max_at_8'])}: "
+        f"{points(v['learned_max_at_8'] - v['maj_at_8'])} points ({points(v['max_gain_over_majority_ci'][0])} "
+        f"to {points(v['max_gain_over_majority_ci'][1])}) |",
+        f"| at k = 4: maj / learned weighted / pass | {pct(c4['majority'])} / {pct(c4['learned_weighted'])} / "
+        f"{pct(c4['pass_at_k'])}; gain {points(c4['gain_over_majority'])} "
+        f"({points(c4['gain_over_majority_ci'][0])} to {points(c4['gain_over_majority_ci'][1])}) |",
+    ]
+    o = v.get("out_of_distribution")
+    if o and o.get("n_problems"):
+        lines.append(f"| out of distribution: {o['task']}, {o['n_problems']} problems, k = {o['k']} | AUC "
+                     f"{o['auc']:.3f}; maj {pct(o['majority'])}, learned weighted {pct(o['learned_weighted'])} "
+                     f"({points(o['gain_over_majority'])}, {points(o['gain_over_majority_ci'][0])} to "
+                     f"{points(o['gain_over_majority_ci'][1])}), pass {pct(o['pass_at_k'])} |")
+    cost = v["cost"]
+    lines.append(f"| cost of fitting and evaluating | {cost['fit_and_evaluate_seconds']:.0f} s, "
+                 f"{100 * cost['fit_share_of_sampling']:.1f}% of the sampling time of its pools |")
+    r = cost.get("rescoring")
+    if r:
+        lines.append(f"| re-scoring (teacher forcing) per sample | {r['logprobs_only']['seconds_per_sample']:.1f} s; "
+                     f"with the hidden state {r['with_hidden']['seconds_per_sample']:.1f} s (sampling: "
+                     f"{cost['sampling_seconds_per_sample']:.1f} s) |")
+    return "\n".join(lines)
+
+
+
 def blocks() -> dict[str, str]:
     """Every block the README quotes, by the JSON it comes from."""
     out = {"engine.json": engine_row(load("engine")), "server.json": server_row(load("server")),
            "ray.json": ray_row(load("ray"))}
     if (RESULTS / "quality.json").exists():
         out["quality.json"] = quality_table(load("quality"))
+    if (RESULTS / "verifier.json").exists():
+        out["verifier.json"] = verifier_table(load("verifier"))
     return out
 
 
 if __name__ == "__main__":
     for name, text in blocks().items():
         print(f"<!-- {name} -->\n{text}\n")
+

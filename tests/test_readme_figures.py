@@ -15,7 +15,7 @@ def figures():
     return module
 
 
-@pytest.mark.parametrize("name", ["engine.json", "server.json", "ray.json", "quality.json"])
+@pytest.mark.parametrize("name", ["engine.json", "server.json", "ray.json", "quality.json", "verifier.json"])
 def test_the_readme_quotes_the_committed_benchmark(name):
     blocks = figures().blocks()
     assert name in blocks, f"benchmarks/results/{name} is missing"
