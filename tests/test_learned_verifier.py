@@ -147,3 +147,36 @@ def test_a_scorer_that_reads_logits_is_refused_without_a_local_engine(tmp_path) 
         LearnedVerifier(ScriptedBackend(lambda c, i: "x", model="m"), path=path)
     with pytest.raises(InvalidParameter, match="learned:PATH"):
         LearnedVerifier(ScriptedBackend(lambda c, i: "x"))
+
+
+@pytest.mark.slow
+def test_featurize_rescores_a_real_sweeps_samples_with_the_logprobs_they_were_drawn_with(tmp_path) -> None:
+    """A tiny sweep on smollm2-135m stores sampled features; re-scoring them by teacher forcing gives each sample
+    its full features (entropies, hidden state), and the re-read mean log-probability agrees with the sampled one."""
+    from ponder.backends.factory import open_backend
+    from ponder.experiments.executor import InProcessExecutor
+    from ponder.experiments.featurize import featurize
+    from ponder.experiments.store import Store
+    from ponder.experiments.sweep import SweepConfig, run_sweep, settings
+
+    tiny = Path("~/.cache/ponder/models/smollm2-135m.gguf").expanduser()
+    assert tiny.is_file(), f"{tiny} is missing: `make test` pulls it (ponder models pull smollm2-135m)"
+    config = SweepConfig("gsm8k", str(tiny), ("self_consistency",), (1, 2), limit=1, max_tokens=24)
+    backend = open_backend(str(tiny), n_ctx=2048)
+    try:
+        store = Store.create(tmp_path / "run", settings(config, backend, "math"))
+        asyncio.run(run_sweep(config, backend, store, InProcessExecutor(backend, 2)))
+        store.close()
+        sampled = Store.open(tmp_path / "run").features()
+        assert len(sampled) == 2 and all(src == "sampled" and not math.isnan(v["min_logprob"])
+                                         for src, v in sampled.values())
+        report = featurize(tmp_path / "run", hidden=True, engine=backend)
+        again = featurize(tmp_path / "run", hidden=True, engine=backend)
+    finally:
+        backend.close()
+    assert report.samples == 2 and report.tokens > 0 and again.samples == 0 and again.skipped == 2  # resumable
+    rescored = Store.open(tmp_path / "run").features()
+    for key, (source, values) in rescored.items():
+        assert source == "rescored" and values["mean_entropy"] > 0
+        assert sum(k.startswith("hidden_") for k in values) == 576  # smollm2-135m's width
+        assert values["mean_logprob"] == pytest.approx(sampled[key][1]["mean_logprob"], abs=0.15)
