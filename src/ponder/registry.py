@@ -65,6 +65,7 @@ STRATEGIES = Registry("strategy", {
     "adaptive_consistency": "ponder.strategies.adaptive_consistency:AdaptiveConsistency",
     "budget_forcing": "ponder.strategies.budget_forcing:BudgetForcing",
     "beam_search": "ponder.strategies.beam_search:BeamSearch",
+    "particle_filtering": "ponder.strategies.particle_filtering:ParticleFiltering",
     "revision": "ponder.strategies.revision:Revision",
     "tournament": "ponder.strategies.tournament:Tournament",
     "program_aided": "ponder.strategies.program_aided:ProgramAided",
