@@ -180,3 +180,32 @@ def test_featurize_rescores_a_real_sweeps_samples_with_the_logprobs_they_were_dr
         assert source == "rescored" and values["mean_entropy"] > 0
         assert sum(k.startswith("hidden_") for k in values) == 576  # smollm2-135m's width
         assert values["mean_logprob"] == pytest.approx(sampled[key][1]["mean_logprob"], abs=0.15)
+
+
+def test_the_server_serves_the_operators_scorer_and_refuses_a_clients_file(tmp_path) -> None:
+    from ponder.server import ServerConfig, create_app
+    from test_server_errors import CHAT, assert_openai_error, post
+
+    path = _scorer(POOL_FEATURES[:1], sha=None).save(tmp_path / "s.json")
+    backend = ScriptedBackend(lambda call, i: "The answer is 4." if i % 2 else "The answer is 5.", model="m")
+    app = create_app(backend, config=ServerConfig(verifiers={"learned": f"learned:{path}"}))
+    ask = {**CHAT, "model": "m", "ponder": {"strategy": "best_of_n", "params": {"n": 3, "verifier": "learned"}}}
+    reply = post(app, body=ask)
+    assert reply.status_code == 200, reply.text
+    scores = [c["score"] for c in reply.json()["ponder"]["choices"][0]["candidates"]]
+    assert len(scores) == 3 and all(0 < s < 1 for s in scores)
+    named = {**ask, "ponder": {"strategy": "best_of_n", "params": {"verifier": f"learned:{path}"}}}
+    error = assert_openai_error(post(app, body=named), 400)
+    assert error["param"] == "ponder.params.verifier" and "--verifier learned:FILE" in error["message"]
+
+
+def test_serve_checks_the_scorer_file_at_start(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    path = _scorer(POOL_FEATURES[:1]).save(tmp_path / "s.json")  # made for the model with sha256 "aaa..."
+    result = CliRunner().invoke(app, ["serve", "--model", "scripted", "--verifier", "learned:/no/such/file.json"])
+    assert result.exit_code != 0 and "no scorer file" in result.output
+    result = CliRunner().invoke(app, ["serve", "--model", "scripted", "--verifier", f"nope:{path}"])
+    assert result.exit_code == 2 and "NAME:FILE" in result.output

@@ -10,6 +10,7 @@ The backend comes from ponder.backends.factory.open_backend, as in `ponder ask`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import re
 from pathlib import Path
@@ -85,6 +86,8 @@ def serve(
     strict_model: bool = typer.Option(False, "--strict-model", help="404 for a model name this server lacks."),
     policy: Path | None = typer.Option(None, "--policy", help="A compute-optimal policy.json from `ponder report`: "
                                        "applied per request for reasoning_effort \"auto\"."),
+    verifier: list[str] = typer.Option([], "--verifier", help="Load a verifier with a file, e.g. learned:scorer.json "
+                                       "(from `ponder verifier train`); clients ask for it by name (\"learned\")."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for a local model."),
     n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context window for a local model."),
     ray: bool = typer.Option(False, "--ray", help="Serve through --replicas Ray actors, each with its own backend "
@@ -125,6 +128,7 @@ def serve(
                 raise InvalidParameter("replicas", replicas, "use a whole number >= 1")
             ray_options = RayOptions(address=ray_address, replicas=replicas)
         backend = open_server_backend(model, upstream, upstream_model, upstream_key_env, threads, n_ctx, ray_options)
+        config = dataclasses.replace(config, verifiers=operator_verifiers(verifier, backend))
         api = create_app(backend, config=config)
         uvicorn.run(api, host=host, port=port, log_level="info")
     except PonderError as exc:
@@ -132,6 +136,23 @@ def serve(
         raise typer.Exit(2 if isinstance(exc, InvalidParameter) else 1) from None
     finally:
         _close(backend)
+
+
+def operator_verifiers(specs: list[str], backend: Any) -> dict[str, str]:
+    """NAME:FILE specs by NAME, each checked now (the file loads, and was made for this model), not per request."""
+    from ponder.registry import VERIFIERS
+    from ponder.verifiers.scorer import load_scorer
+
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition(":")
+        if not sep or not path or name not in VERIFIERS:
+            raise InvalidParameter("verifier", spec, "use NAME:FILE, e.g. learned:scorer.json")
+        if name == "learned":
+            info = getattr(backend, "info", None)
+            load_scorer(path, getattr(info, "sha256", None), getattr(backend, "model", None))
+        out[name] = f"{name}:{Path(path).expanduser().resolve()}"
+    return out
 
 
 def policy_effort(path: Path, model: str | None) -> Any:

@@ -68,6 +68,8 @@ class ServerConfig:
     """True: a request for another model than this server's is a 404. False: every model name is served."""
     keepalive_s: float = 10.0
     """While a streamed request waits for a multi-sample strategy, an SSE comment is sent this often."""
+    verifiers: Mapping[str, str] = field(default_factory=dict)
+    """Verifiers the operator loaded with a file, by the name clients use: {"learned": "learned:scorer.json"}."""
     prices: PriceTable | None = None
     """Prices for the `ponder.usd` figure; None: ponder's default table."""
 

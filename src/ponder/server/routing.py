@@ -102,6 +102,7 @@ def _choose(req: ChatCompletionRequest | CompletionRequest, config: ServerConfig
         name = sorted(OPERATOR_ONLY & set(params))[0]
         raise InvalidParameter(f"ponder.params.{name}", params[name], "a client cannot name files on this server: "
                                "the operator sets it (ponder serve --policy; reasoning_effort \"auto\" applies it)")
+    params = _operator_verifier(params, config)
     from_model, k, _ = split_model(req.model)
     if opts and opts.strategy:
         return opts.strategy, k if from_model == opts.strategy else None, params
@@ -114,6 +115,21 @@ def _choose(req: ChatCompletionRequest | CompletionRequest, config: ServerConfig
                                    f"use one of: {', '.join(config.efforts)}")
         return effort.strategy, effort.k, {**effort.params, **params}
     return "cot", None, {"system": "", **params}
+
+
+def _operator_verifier(params: dict[str, Any], config: ServerConfig) -> dict[str, Any]:
+    """A verifier with a file (learned:FILE) is the operator's to load (ponder serve --verifier); a client names
+    it by its registry name only."""
+    spec = params.get("verifier")
+    if not isinstance(spec, str):
+        return params
+    if ":" in spec:
+        raise InvalidParameter("ponder.params.verifier", spec, "a client cannot name files on this server: the "
+                               "operator loads a scorer (ponder serve --verifier learned:FILE), then ask for "
+                               f"verifier {spec.partition(':')[0]!r}")
+    if spec in config.verifiers:
+        return {**params, "verifier": config.verifiers[spec]}
+    return params
 
 
 def _strategy(name: str, k: int | None, params: dict[str, Any], req: Any, plain: bool,
