@@ -384,3 +384,16 @@ def test_self_consistency_cut_off_samples_do_not_vote():
     result, _ = solve(SelfConsistency(n=3, max_tokens=30, logprobs=False), ScriptedBackend(script))
     assert [c.finish_reason for c in result.candidates] == ["stop", "length", "length"]
     assert result.answer == "4" and result.votes == {"4": 1.0}
+
+
+def test_adaptive_stops_once_a_verifier_is_confident_in_the_leading_answer():
+    backend = ScriptedBackend(lambda call, i: "The answer is 4.")
+    problem = Problem("p", "2+2?", "4")
+    alone = asyncio.run(AdaptiveConsistency(n_max=8).solve(problem, backend, Ledger()))
+    sure = asyncio.run(AdaptiveConsistency(n_max=8, verifier=lambda p, texts: [0.95] * len(texts))
+                       .solve(problem, backend, Ledger()))
+    unsure = asyncio.run(AdaptiveConsistency(n_max=8, verifier=lambda p, texts: [0.5] * len(texts))
+                         .solve(problem, backend, Ledger()))
+    assert len(sure.candidates) == 1 < len(alone.candidates) == len(unsure.candidates)
+    assert sure.answer == "4" and sure.trace[0]["confident"] is True
+    assert "verifier" not in sure.usage_by_role  # a callable verifier spends no model calls

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -20,6 +20,7 @@ from ponder.strategies.common import Sampled, at_least, candidate, cut_by_budget
 from ponder.strategies.pooling import Pooled, majority
 from ponder.strategies.self_consistency import majority_vote
 from ponder.types import Candidate, Problem, Result
+from ponder.verifiers.base import Verifier
 
 
 def leader_probability(v1: int, v2: int) -> float:
@@ -51,6 +52,11 @@ class AdaptiveConsistency(Sampled):
     """Stop when P(leader beats runner-up) under the Beta posterior exceeds this (Aggarwal et al. 2023 use 0.95)."""
     logprobs: bool = True
     """Ask for token log-probabilities so the final vote's ties go to the more confident answer."""
+    verifier: str | Verifier | Callable[..., object] | None = None
+    """Also stop once a verifier is confident: a registry name ("learned" with a scorer file: learned:FILE).
+    None: the vote's Beta rule alone."""
+    confidence: float = 0.9
+    """With a verifier: stop when the leading answer's best score reaches this."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +64,8 @@ class AdaptiveConsistency(Sampled):
         at_least("round_size", self.round_size, 1)
         if not 0.5 <= self.threshold < 1.0:
             raise InvalidParameter("threshold", self.threshold, "use a probability in [0.5, 1)")
+        if not 0.0 < self.confidence <= 1.0:
+            raise InvalidParameter("confidence", self.confidence, "use a probability in (0, 1]")
 
     def at_budget(self, k: int) -> AdaptiveConsistency:
         return replace(self, n_max=k)
@@ -77,7 +85,19 @@ class AdaptiveConsistency(Sampled):
                 break
         return used
 
+    async def confident(self, verifier: Verifier | None, problem: Problem, cands: list[Candidate]) -> bool:
+        """Whether the verifier's best score for the vote's leading answer reaches `confidence`."""
+        if verifier is None:
+            return False
+        scores = await verifier.score(problem, [c.text for c in cands])
+        leader, _ = majority_vote([c.answer for c in cands], [c.mean_logprob for c in cands])
+        best = max((s.value for c, s in zip(cands, scores, strict=True) if c.answer == leader), default=0.0)
+        return leader is not None and best >= self.confidence
+
     async def solve(self, problem: Problem, backend: object, ledger: Ledger) -> Result:
+        from ponder.strategies.best_of_n import make_verifier
+
+        verifier = make_verifier(self.verifier, problem, backend, ledger) if self.verifier is not None else None
         policy = ledger.meter(backend, "policy")
         cands: list[Candidate] = []
         trace: list[dict[str, object]] = []
@@ -92,7 +112,13 @@ class AdaptiveConsistency(Sampled):
                 break
             cands += [candidate(g, problem=problem) for g in gens]
             done = self.settled([c.answer for c in cands])
-            trace.append({"round": len(trace), "samples": len(cands), "settled": done})
+            try:
+                sure = not done and await self.confident(verifier, problem, cands)
+            except BudgetExhausted:
+                exhausted = True
+                break
+            trace.append({"round": len(trace), "samples": len(cands), "settled": done, "confident": sure})
+            done = done or sure
             if cut_by_budget(ledger, gens, self.max_tokens):
                 exhausted = True
                 break

@@ -64,6 +64,9 @@ class LearnedVerifier:
         self.needs_logits = any(n not in POOL_FEATURES and n not in _LIVE_FROM_TEXT for n in names)
         self.needs_hidden = any(n.startswith(HIDDEN_PREFIX) for n in names)
         self._rescorer: Any = None
+        self._programs_of: dict[str, list[str | None]] = {}
+        """Program answers drawn per problem: a verifier called again on a grown pool (adaptive stopping) draws
+        only the programs it lacks."""
         if self.needs_logits and _engine_of(backend) is None:
             raise InvalidParameter("verifier", f"learned:{path}", "this scorer reads token log-probabilities, "
                                    "which only a local model can re-read; serve a local model, or train a scorer "
@@ -106,7 +109,10 @@ class LearnedVerifier:
 
         if self.backend is None:
             raise VerifierError("the learned verifier needs a backend to draw the program answers it agrees with")
-        return await agreement_answers(problem, self.backend, n)
+        drawn = self._programs_of.setdefault(problem.id, [])
+        if len(drawn) < n:
+            drawn += await agreement_answers(problem, self.backend, n - len(drawn))
+        return drawn[:n]
 
     def close(self) -> None:
         if self._rescorer is not None:
