@@ -254,3 +254,16 @@ def test_cli_on_a_corrupt_store_file_exits_2(rows, tmp_path):
     assert "corrupt" in result.output and "Traceback" not in result.output
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")], env={"COLUMNS": "200"})
     assert missing.exit_code == 2 and "no run store" in missing.output
+
+
+def test_cli_report_learned_adds_a_cross_fitted_verifier_beside_the_vote(rows, tmp_path):
+    run = _real_store(tmp_path, rows)
+    result = CliRunner().invoke(app, ["report", str(run), "--learned"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    learned = json.loads((run / "report" / "summary.json").read_text())["learned_verifier"]
+    ks = [c["k"] for c in learned["curves"]]
+    assert ks == [1, 2, 4, 8] and 0 <= learned["cv_auc"] <= 1
+    for c in learned["curves"]:  # on the same subsets, no selection beats the oracle
+        assert c["learned_weighted"] <= c["pass_at_k"] + 1e-9 and c["majority"] <= c["pass_at_k"] + 1e-9
+    html = (run / "report" / "index.html").read_text()
+    assert "Learned verifier" in html and "self_eval best-of-k" in html

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ponder.cli import app
-from ponder.errors import MissingExtra, StoreError
+from ponder.errors import InvalidParameter, MissingExtra, StoreError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -48,13 +48,15 @@ def _show(value: Any, kind: str) -> str:
 def report(
     run: Path = typer.Argument(..., help="The run folder a sweep wrote (runs/NAME)."),
     out: Path | None = typer.Option(None, "--out", help="Where to write the report (default: RUN/report)."),
+    learned: bool = typer.Option(False, "--learned", help="Add best-of-k with a verifier learned from the run's own "
+                                 "samples, cross-fitted (needs pip install 'ponder[learn]')."),
 ) -> None:
     """Write RUN/report/ (PNG plots, a self-contained index.html, summary.md, summary.json) from the run's store."""
     from ponder.experiments.report import BATCHING, write_report
 
     try:
-        files = write_report(run, out)
-    except StoreError as exc:
+        files = write_report(run, out, learned=learned)
+    except (StoreError, InvalidParameter) as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except MissingExtra as exc:

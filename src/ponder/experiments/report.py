@@ -41,17 +41,35 @@ class ReportFiles:
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None,
-                 stopping_point: StoppingPoint | None = None) -> ReportFiles:
-    """Open the run's store (StoreError if it is corrupt) and write its report."""
+                 stopping_point: StoppingPoint | None = None, learned: bool = False) -> ReportFiles:
+    """Open the run's store (StoreError if it is corrupt) and write its report; `learned` adds a verifier learned
+    from the run's own samples, cross-fitted (needs scikit-learn and at least 5 problems)."""
     from ponder.experiments.store import Store
 
     run_dir = Path(run_dir)
+    extra = learned_section(run_dir) if learned else None
     with Store.open(run_dir) as store:
-        return build_report(store, Path(out_dir) if out_dir else run_dir / "report", stopping_point, run_dir.name)
+        return build_report(store, Path(out_dir) if out_dir else run_dir / "report", stopping_point, run_dir.name,
+                            extra)
+
+
+LEARNED_KS = (1, 2, 4, 8, 16)
+
+
+def learned_section(run_dir: Path) -> dict[str, Any]:
+    """Best-of-k with a verifier cross-fitted on the run's own samples, beside the vote and pass@k."""
+    from ponder.experiments.verifier_train import evaluate, train
+
+    training = train([run_dir], "all")
+    n = min(len(p.candidates) for p in training.problems)
+    curves = [c.summary() for c in evaluate(training, [k for k in LEARNED_KS if k <= n])]
+    card = training.scorer.card
+    return {"estimator": card.estimator, "cv_auc": card.cv_auc, "cv_ece": card.cv_ece, "n_samples": card.n_samples,
+            "curves": curves}
 
 
 def build_report(store: Any, folder: Path, stopping_point: StoppingPoint | None = None,
-                 name: str = "") -> ReportFiles:
+                 name: str = "", learned: Mapping[str, Any] | None = None) -> ReportFiles:
     """Write the report of anything with `.config`, `.problems()`, `.samples()` and `.results()`."""
     config = dict(store.config)
     wall = getattr(store, "wall_seconds", None)
@@ -60,6 +78,8 @@ def build_report(store: Any, folder: Path, stopping_point: StoppingPoint | None 
     samples = store.samples()
     analysis = analyze(store.problems(), samples, store.results(), config, stopping_point)
     summary = headline(analysis)
+    if learned is not None:
+        summary = {**summary, "learned_verifier": dict(learned)}
     folder.mkdir(parents=True, exist_ok=True)
     figures = plots.draw_all(analysis, folder)
     provenance = _provenance(config, name)
@@ -160,11 +180,20 @@ def summary_markdown(s: Mapping[str, Any], a: Analysis, name: str = "", determin
         f"- Cost: ${_fmt(s['usd_per_solved_problem'], digits=4)} per solved problem (best strategy)",
         f"- Truncated samples (hit max_tokens): {_fmt(s['truncation_share'], pct=True)}",
         f"- Batching: {BATCHING[deterministic]}",
+        *_learned_lines(s.get("learned_verifier")),
         "",
     ]
     if a.notes:
         lines += ["Notes:", *[f"- {n}" for n in a.notes], ""]
     return "\n".join(lines)
+
+
+def _learned_lines(learned: Mapping[str, Any] | None) -> list[str]:
+    if not learned:
+        return []
+    return [f"- Learned verifier ({learned['estimator']}, cross-fitted AUC {learned['cv_auc']:.3f}), best-of-k "
+            "weighted: " + ", ".join(f"@{c['k']} {_fmt(c['learned_weighted'], pct=True)} (maj "
+                                     f"{_fmt(c['majority'], pct=True)})" for c in learned["curves"])]
 
 
 def _policy_text(figure: Mapping[str, Any] | None) -> str:
@@ -218,6 +247,26 @@ def _bin_rows(a: Analysis, samples: Sequence[Any]) -> list[list[str]]:
     return rows
 
 
+def _learned_html(a: Analysis, learned: Mapping[str, Any] | None) -> list[str]:
+    """The learned verifier's best-of-k beside the vote, self_eval best-of-N (where the run scored its pool) and
+    pass@k, from one pool; every learned score cross-fitted."""
+    if not learned:
+        return []
+    rows = []
+    for c in learned["curves"]:
+        self_eval = a.outcome("best_of_n", c["k"])
+        lo, hi = c["gain_over_majority_ci"]
+        rows.append([c["k"], _fmt(c["majority"], pct=True), _fmt(c["learned_weighted"], pct=True),
+                     _fmt(c["learned_max"], pct=True), "n/a" if self_eval is None else
+                     _fmt(self_eval.accuracy(), pct=True), _fmt(c["pass_at_k"], pct=True),
+                     f"{100 * c['gain_over_majority']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"])
+    intro = (f"<h2>Learned verifier</h2><p>A {html.escape(str(learned['estimator']))} scorer learned from this "
+             f"run's own {learned['n_samples']} labelled samples (cross-fitted AUC {learned['cv_auc']:.3f}, ECE "
+             f"{learned['cv_ece']:.3f}): no problem is scored by a scorer that saw it or its template.</p>")
+    return [intro, _table(["k", "maj@k", "learned weighted", "learned max", "self_eval best-of-k", "pass@k",
+                           "gain over maj (points, 95% CI)"], rows, "learned")]
+
+
 def _frontier_rows(a: Analysis, kind: str) -> list[list[str]]:
     return [[_fmt(p.level, digits=4), _fmt(p.accuracy, pct=True), _fmt(p.cost, digits=4), "; ".join(
         f"bin {i + 1}: {c}" for i, c in enumerate(p.choices))] for p in a.frontiers.get(kind, ())]
@@ -227,7 +276,7 @@ def render_html(a: Analysis, s: Mapping[str, Any], figures: Mapping[str, Path], 
                 samples: Sequence[Any], name: str = "") -> str:
     """One self-contained page: headline, figures, tables and provenance."""
     head = [[k, _fmt(v) if not isinstance(v, dict) else v["text"] if "text" in v else _at_k(v)]
-            for k, v in s.items() if k != "scaling_fit_tokens"]  # the fits have their own table
+            for k, v in s.items() if k not in ("scaling_fit_tokens", "learned_verifier")]  # own tables below
     fits = [[f.strategy, f.axis, _fmt(f.slope, digits=4), _fmt(f.intercept, digits=4), _fmt(f.r2, digits=3),
              f.n_points] for f in a.fits]
     parts = [
@@ -254,6 +303,7 @@ def render_html(a: Analysis, s: Mapping[str, Any], figures: Mapping[str, Path], 
                                                   "choice per bin (trained on A / on B)"],
                                                  _frontier_rows(a, kind), f"frontier-{kind}")
           for kind in a.frontiers),
+        *_learned_html(a, s.get("learned_verifier")),
         "<h2>Scaling fits</h2><p>accuracy ≈ intercept + slope × ln(compute), least squares.</p>",
         _table(["strategy", "axis", "slope", "intercept", "R²", "points"], fits, "fits"),
         "<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in a.notes) + "</ul>",
