@@ -85,20 +85,22 @@ class LlamaCppBackend:
         self.sampler_defaults = sampler_defaults or SamplerDefaults()
         """What a request's unset sampler fields become (the catalogue's recommendation for a named model)."""
         self._L = L
-        self._model, self._ctx = self._load(L, n_ctx, n_threads, n_seq_max, n_batch, verbose)
+        self._model, self._ctx = self._load(L, n_ctx, n_threads, n_seq_max, n_batch, verbose, deterministic)
         self._vocab = L.llama_model_get_vocab(self._model)
         self.info = self._read_info()
         self._formatter = self._chat_formatter()
         self.deterministic = deterministic
-        """Each request decoded alone on an empty engine (no prefix cache): a request's samples are then the same
-        bit for bit whatever else is in flight, in any process (deterministic sweeps); throughput drops."""
+        """Each request decoded alone on an empty engine (no prefix cache, no flash attention): a request's samples
+        are then the same bit for bit whatever else is in flight, in any process, at any thread count (deterministic
+        sweeps); throughput drops."""
         self._scheduler = Scheduler(self._model, self._ctx, n_seq_max=n_seq_max, n_batch=n_batch,
                                     cache_entries=cache_entries, exclusive=deterministic)
         self.n_ctx = L.llama_n_ctx(self._ctx)
         self.n_ctx_seq = L.llama_n_ctx_seq(self._ctx)
 
     # ---- loading --------------------------------------------------------------------------------------------
-    def _load(self, L: Any, n_ctx: int, n_threads: int, n_seq_max: int, n_batch: int, verbose: bool) -> Any:
+    def _load(self, L: Any, n_ctx: int, n_threads: int, n_seq_max: int, n_batch: int, verbose: bool,
+              deterministic: bool) -> Any:
         if not self.path.is_file():
             raise ModelNotFound(f"no model file at {self.path}: check the path, or pull it with `ponder models pull`")
         from ponder.backends.llamalog import route_llama_logs, show_llama_logs
@@ -119,6 +121,8 @@ class LlamaCppBackend:
         cparams.n_seq_max = n_seq_max
         cparams.n_threads = cparams.n_threads_batch = n_threads
         cparams.kv_unified = True  # samples share their prompt's cells; every sequence may use all of n_ctx
+        if deterministic:  # CPU flash attention's numbers changed with the thread count (1 vs 2); plain attention's not
+            cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
         ctx = L.llama_init_from_model(model, cparams)
         if not ctx:
             L.llama_model_free(model)

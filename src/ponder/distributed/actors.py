@@ -18,7 +18,7 @@ from typing import Any
 
 from ponder.distributed.runtime import code_digest
 from ponder.experiments.units import Unit, UnitResult, run_unit
-from ponder.types import Generation, Message, ModelInfo, SamplingParams
+from ponder.types import Generation, Message, ModelInfo, SamplerDefaults, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class Identity:
     """The replica's ponder version and source digest (runtime.code_digest), compared with the driver's."""
     deterministic: bool = False
     """The replica decodes each request alone (`deterministic=True`), as a deterministic sweep needs."""
+    sampler_defaults: SamplerDefaults | None = None
+    """What the replica fills a request's unset sampler fields with (a local model's recommended sampler)."""
 
 
 class Replica:
@@ -73,7 +75,8 @@ class Replica:
         ident = model_identity(self.backend)
         info = ident["model_info"]
         return Identity(ident["model_name"], ModelInfo(**info) if info is not None else None, code_digest(),
-                        bool(getattr(self.backend, "deterministic", False)))
+                        bool(getattr(self.backend, "deterministic", False)),
+                        getattr(self.backend, "sampler_defaults", None))
 
     async def pid(self) -> int:
         """This actor's process id (the fault-tolerance test kills it with SIGKILL)."""

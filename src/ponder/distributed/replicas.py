@@ -15,7 +15,7 @@ from typing import Any
 from ponder.distributed.actors import BackendSpec, Replica
 from ponder.distributed.runtime import code_digest, ray_module
 from ponder.errors import BackendError, InvalidParameter, PonderError
-from ponder.types import Generation, Message, ModelInfo, SamplingParams
+from ponder.types import Generation, Message, ModelInfo, SamplerDefaults, SamplingParams
 
 DRIVER_CODE = code_digest()
 """The ponder code this driver runs, fixed when ponder.distributed is first imported."""
@@ -69,6 +69,8 @@ class ReplicaPool:
         self.info: ModelInfo | None = first.info
         self.deterministic: bool = first.deterministic
         """Every replica decodes each request alone (they all opened the same spec, so they agree)."""
+        self.sampler_defaults: SamplerDefaults | None = first.sampler_defaults
+        """What the replicas fill unset sampler fields with (so a sweep records the chain they sample with)."""
 
     def gather(self, method: str) -> list[Any]:
         """Call `method` on every live replica and wait for all; a replica's error is raised as ponder's."""
@@ -139,6 +141,8 @@ class RayReplicaBackend:
         self.info = pool.info
         self.deterministic = pool.deterministic
         """Each replica decodes each request alone, so a call's result does not depend on where it ran."""
+        self.sampler_defaults = pool.sampler_defaults
+        """The replicas' recommended sampler, so a sweep records the chain they sample with (None: an HTTP server's)."""
 
     async def generate(self, messages: Sequence[Message], params: SamplingParams, prefix: str = "") -> list[Generation]:
         return await self.pool.call("generate", tuple(messages), params, prefix)
