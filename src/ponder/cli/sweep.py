@@ -63,11 +63,11 @@ def sweep(
                                     "implies --ray."),
     actors: int = typer.Option(2, "--actors", help="With --ray: actors, each holding one model replica "
                                "(--concurrency units in flight on each, --n-threads threads each)."),
-    deterministic: bool = typer.Option(False, "--deterministic", help="Decode each request alone with no prefix "
-                                       "cache, so in-process, resumed and --ray runs store identical rows (batch "
-                                       "shapes change llama.cpp's numbers). Costs throughput: 0.77x the default's "
-                                       "on the tiny model (README). Recorded in the store; a resume keeps the "
-                                       "run's mode."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Decode each request alone, with no prefix "
+                                       "cache and no flash attention, so in-process, resumed and --ray runs store "
+                                       "identical rows (batch shapes change llama.cpp's numbers). Costs "
+                                       "throughput: 0.61x the default's on the tiny model (README). Recorded in the "
+                                       "store; a resume keeps the run's mode."),
 ) -> None:
     """Run a sweep into a SQLite store: one row per sample, resumable after any interruption."""
     try:

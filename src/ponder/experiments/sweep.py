@@ -87,8 +87,9 @@ class SweepConfig:
     policy then choose a temperature as they choose a budget). Pools are named `cot@T=0.3`, curves
     `self_consistency[T=0.3]`."""
     deterministic: bool = False
-    """Fix every request's batch composition (each decoded alone, no prefix cache) so that in-process, resumed
-    and Ray runs store identical rows; costs throughput (README). Needs a backend opened with it."""
+    """Fix every request's batch composition (each decoded alone, no prefix cache, no flash attention) so that
+    in-process, resumed and Ray runs store identical rows; costs throughput (README). Needs a backend opened
+    with it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategies", tuple(dict.fromkeys(self.strategies)))
