@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from ponder.models.llama_server import stop  # one way to stop a child server, shared with the library
+
 OK_BODY = {
     "id": "x", "object": "chat.completion", "model": "fake",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"}, "finish_reason": "stop"}],
@@ -125,14 +127,6 @@ class FaultServer:
 TINY_MODEL = Path(os.environ.get("PONDER_HOME", Path.home() / ".cache" / "ponder")) / "models" / "smollm2-135m.gguf"
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate a child server, killing it if it does not exit within 10 s."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @contextlib.contextmanager

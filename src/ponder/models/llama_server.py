@@ -179,12 +179,17 @@ def running(model: Path, *, binary: Path | None = None, n_ctx: int = 4096, paral
             _wait_ready(proc, f"http://127.0.0.1:{port}", log, ready_s)
             yield f"http://127.0.0.1:{port}/v1"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Terminate a child server, killing it if it does not exit within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_ready(proc: subprocess.Popen[str], root: str, log: IO[str], ready_s: float) -> None:
