@@ -126,9 +126,8 @@ def _fallback(mean_logprob: float | None, finish_reason: str, tokens: int) -> Sa
 
 def _metadata(store: Store) -> dict[str, dict[str, object]]:
     try:
-        rows = store._conn.execute("SELECT problem_id, metadata FROM problems")
-        return {pid: json.loads(meta or "{}") for pid, meta in rows}
-    except (sqlite3.DatabaseError, json.JSONDecodeError):
+        return store.problem_metadata()
+    except (sqlite3.DatabaseError, json.JSONDecodeError):  # unreadable metadata: every problem is its own group
         return {}
 
 

@@ -220,6 +220,11 @@ class Store:
         rows = self._conn.execute("SELECT problem_id, question, reference FROM problems ORDER BY position")
         return [ProblemRow(*r) for r in rows]
 
+    def problem_metadata(self) -> dict[str, dict[str, Any]]:
+        """problem_id -> the metadata stored with it (template, source, ...)."""
+        rows = self._conn.execute("SELECT problem_id, metadata FROM problems")
+        return {pid: json.loads(meta or "{}") for pid, meta in rows}
+
     def problem_ids(self) -> list[str]:
         return [r[0] for r in self._conn.execute("SELECT problem_id FROM problems ORDER BY position")]
 
