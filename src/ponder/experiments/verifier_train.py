@@ -125,15 +125,21 @@ class BestOfCurve:
 
 def evaluate(training: Training, ks: Sequence[int], *, draws: int = 24, seed: int = 0) -> list[BestOfCurve]:
     """Best-of-k curves on the training pools, every score cross-fitted (see the module docstring)."""
-    names = training.scorer.card.features
-    curves = []
+    return curves(training.problems, training.scorer.card.features, training.fit.model_for, ks, draws=draws,
+                  seed=seed)
+
+
+def curves(problems: Sequence[ProblemPools], names: Sequence[str], model_for: Callable[[str], Any],
+           ks: Sequence[int], *, draws: int = 24, seed: int = 0) -> list[BestOfCurve]:
+    """Best-of-k curves over `problems`, each problem's subsets scored by `model_for(its group)`."""
+    out = []
     for k in ks:
         cols: dict[str, list[float]] = {"maj": [], "pass": [], "w": [], "max": []}
-        for p in training.problems:
+        for p in problems:
             n, m = len(p.candidates), len(p.programs)
             if k > n:
                 raise InvalidParameter("k", k, f"{p.problem_id} has a pool of {n}: use k <= {n}")
-            model = training.fit.model_for(p.group)
+            model = model_for(p.group)
             hits = {key: 0.0 for key in cols}
             picks = subsets(n, k, draws, seed + k)
             for j, idx in enumerate(picks):
@@ -148,29 +154,22 @@ def evaluate(training: Training, ks: Sequence[int], *, draws: int = 24, seed: in
                 hits["max"] += right.get(select(answers, probs, "max")[0], False)
             for key in cols:
                 cols[key].append(hits[key] / len(picks))
-        curves.append(BestOfCurve(k, tuple(cols["maj"]), tuple(cols["pass"]), tuple(cols["w"]), tuple(cols["max"])))
-    return curves
+        out.append(BestOfCurve(k, tuple(cols["maj"]), tuple(cols["pass"]), tuple(cols["w"]), tuple(cols["max"])))
+    return out
 
 
 def score_pools(scorer: Scorer, problems: Sequence[ProblemPools], k: int, *, draws: int = 24,
                 seed: int = 0) -> tuple[BestOfCurve, list[bool], list[float]]:
     """A trained scorer on pools it never saw (another task): its curve at k, and every candidate's label and
     score on the full pools (for the AUC there)."""
-    names = scorer.card.features
     labels_all: list[bool] = []
     scores_all: list[float] = []
     for p in problems:
-        rows, labels, _ = p.rows(names)
+        rows, labels, _ = p.rows(scorer.card.features)
         labels_all += labels
         scores_all += scorer.predict(rows)
-
-    class _Fixed(CrossFit):
-        def model_for(self, group: str) -> Any:
-            return scorer.estimator
-
-    fixed = _Fixed((), "", {}, math.nan, math.nan, math.nan, 0.0)
-    held_out = Training(scorer, fixed, tuple(problems), ())
-    return evaluate(held_out, [k], draws=draws, seed=seed)[0], labels_all, scores_all
+    curve = curves(problems, scorer.card.features, lambda group: scorer.estimator, [k], draws=draws, seed=seed)[0]
+    return curve, labels_all, scores_all
 
 
 def _array(rows: Sequence[Sequence[float]]) -> Any:
