@@ -14,7 +14,7 @@ problem it never saw; pools of 4 chains and 4 programs, the sweep below, resumab
 pools complete are counted, and how many is recorded.
 
 Cost: fitting seconds against the sampling seconds of the training pools (the store's wall time), and re-scoring
-seconds per sample (teacher forcing, with and without the final hidden state) on a copy of two problems.
+seconds per sample (teacher forcing, with and without the final hidden state) on a copy of one problem.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def ood_sweep(out: Path, model: str, limit: int) -> None:
     subprocess.run(cmd, check=True)
 
 
-def rescoring_cost(run: Path, problems: int = 2) -> dict[str, Any]:
+def rescoring_cost(run: Path, problems: int = 1) -> dict[str, Any]:
     """Seconds per sample of teacher-forced re-scoring, without and with the hidden state, on a copy of `run`
     cut to its first `problems` problems (the benchmark's stores stay as they were sampled)."""
     from ponder.experiments.featurize import featurize
