@@ -1,0 +1,125 @@
+"""ponder's engine beside llama.cpp's own server, the peer a user would pick instead: writes
+benchmarks/results/peer.json (ratios per run and their median, ponder's tok/s over llama-server's).
+
+    .venv/bin/python benchmarks/peer.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--reps 3]
+                                        [--max-tokens 256] [--widths 1,8,16]
+
+llama-server is the one `ponder models build-server` builds from the llama.cpp vendored in the installed
+llama-cpp-python (never built here: build it first). Both engines hold the same GGUF with the same threads, context
+and slots (16); each width is one request with n samples (n = width), the same prompt, sampler (T 0.8, top_k 40,
+top_p 0.95, no penalty, seeded) and max_tokens; the two are interleaved within each repetition, the order
+alternating, and each is warmed up once. tok/s = completion tokens / wall seconds of the request (llama-server's
+over local HTTP, ponder's in process; llama-server's usage counts one choice whatever n is, so its tokens are
+counted from its choices). The load average is recorded before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ponder.backends.llamacpp import LlamaCppBackend
+from ponder.benchmarking import write_result
+from ponder.models import llama_server, resolve
+from ponder.types import Message, SamplingParams
+
+HERE = Path(__file__).parent
+PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+SAMPLER = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.0, "repetition_penalty": 1.0,
+           "presence_penalty": 0.0, "frequency_penalty": 0.0}
+SLOTS, N_CTX, THREADS = 16, 8192, 2
+
+
+async def ponder_run(engine: LlamaCppBackend, width: int, max_tokens: int, seed: int) -> tuple[int, float]:
+    params = SamplingParams(n=width, max_tokens=max_tokens, seed=seed, **SAMPLER)
+    start = time.perf_counter()
+    gens = await engine.generate([Message("user", PROMPT)], params)
+    return sum(g.completion_tokens for g in gens), time.perf_counter() - start
+
+
+def server_run(client: httpx.Client, engine: LlamaCppBackend, width: int, max_tokens: int,
+               seed: int) -> tuple[int, float]:
+    """One request of `width` choices to llama-server. Its usage counts one choice's tokens whatever n is, so the
+    tokens are counted here: max_tokens for a choice cut at the limit, else its text re-tokenized (same GGUF)."""
+    body = {"model": "m", "messages": [{"role": "user", "content": PROMPT}], "n": width, "max_tokens": max_tokens,
+            "seed": seed, "temperature": SAMPLER["temperature"], "top_k": SAMPLER["top_k"],
+            "top_p": SAMPLER["top_p"], "min_p": SAMPLER["min_p"], "repeat_penalty": SAMPLER["repetition_penalty"]}
+    start = time.perf_counter()
+    r = client.post("/chat/completions", json=body, timeout=600)
+    seconds = time.perf_counter() - start
+    r.raise_for_status()
+    choices = r.json()["choices"]
+    if len(choices) != width:
+        raise SystemExit(f"llama-server returned {len(choices)} choices for n={width}")
+    tokens = sum(max_tokens if c["finish_reason"] == "length" else len(engine.tokenize(c["message"]["content"]))
+                 for c in choices)
+    return tokens, seconds
+
+
+def compare(model: str, widths: list[int], reps: int, max_tokens: int) -> dict[str, Any]:
+    path = resolve(model)
+    engine = LlamaCppBackend(path, n_ctx=N_CTX, n_seq_max=SLOTS, n_threads=THREADS, name=model, cache_entries=0)
+    runs: list[dict[str, Any]] = []
+    try:
+        with llama_server.running(path, n_ctx=N_CTX, parallel=SLOTS, threads=THREADS) as url, \
+                httpx.Client(base_url=url) as client:
+            asyncio.run(ponder_run(engine, 1, 16, 0))  # warm-ups
+            server_run(client, engine, 1, 16, 0)
+            for rep in range(reps):
+                for width in widths:
+                    seed = 1000 * rep + width
+                    order = ("ponder", "server") if (rep + width) % 2 == 0 else ("server", "ponder")
+                    row: dict[str, Any] = {"rep": rep, "width": width, "first": order[0]}
+                    for who in order:
+                        tokens, seconds = (asyncio.run(ponder_run(engine, width, max_tokens, seed)) if who == "ponder"
+                                           else server_run(client, engine, width, max_tokens, seed))
+                        row[who] = {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}
+                    row["ratio"] = row["ponder"]["tok_s"] / row["server"]["tok_s"]
+                    runs.append(row)
+                    print(f"{model} rep {rep} width {width}: ponder {row['ponder']['tok_s']:.1f} tok/s, "
+                          f"llama-server {row['server']['tok_s']:.1f} tok/s, ratio {row['ratio']:.2f}", flush=True)
+    finally:
+        engine.close()
+    by_width = {str(w): [r["ratio"] for r in runs if r["width"] == w] for w in widths}
+    return {"runs": runs, "ratios": {w: statistics.median(v) for w, v in by_width.items()},
+            "ratio_runs": by_width,
+            "median_tok_s": {who: {str(w): statistics.median(r[who]["tok_s"] for r in runs if r["width"] == w)
+                                   for w in widths} for who in ("ponder", "server")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
+    ap.add_argument("--widths", default="1,8,16")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--out", default=str(HERE / "results" / "peer.json"))
+    args = ap.parse_args()
+    if llama_server.cached() is None:
+        raise SystemExit("llama-server is not built: run `ponder models build-server` first (about 25 minutes "
+                         "on 2 cores)")
+    widths = [int(w) for w in args.widths.split(",")]
+    result: dict[str, Any] = {"benchmark": "peer", "peer": f"llama-server {llama_server.VERSION} (llama.cpp "
+                              "vendored in llama-cpp-python)", "prompt": PROMPT, "sampler": SAMPLER,
+                              "max_tokens": args.max_tokens, "slots": SLOTS, "n_ctx": N_CTX, "threads": THREADS,
+                              "reps": args.reps, "load_before": list(os.getloadavg()), "models": {}}
+    for model in args.models.split(","):
+        result["models"][model] = compare(model, widths, args.reps, args.max_tokens)
+        result["ratios"] = {m: r["ratios"] for m, r in result["models"].items()}
+        write_result(result, args.out)  # a partial result survives an interruption
+    result["load_after"] = list(os.getloadavg())
+    result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+    write_result(result, args.out)
+    print(result["ratios"])
+
+
+if __name__ == "__main__":
+    main()
