@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,6 @@ class Training:
     fit: CrossFit
     problems: tuple[ProblemPools, ...]
     runs: tuple[RunInfo, ...]
-    spans: tuple[tuple[int, int], ...] = field(default=())
-    """(first row, rows) of each problem in the cross-fitted scores."""
 
 
 def train(runs: Sequence[str | Path], features: str = "all", *, folds: int = 5, seed: int = 0,
@@ -74,10 +72,8 @@ def train(runs: Sequence[str | Path], features: str = "all", *, folds: int = 5, 
     X: list[list[float]] = []
     y: list[bool] = []
     groups: list[str] = []
-    spans = []
     for p in problems:
         rows, labels, _ = p.rows(names)
-        spans.append((len(X), len(rows)))
         X += rows
         y += labels
         groups += [p.group] * len(rows)
@@ -92,7 +88,7 @@ def train(runs: Sequence[str | Path], features: str = "all", *, folds: int = 5, 
                       cv_brier=fit.brier, cv_ece=fit.ece, n_samples=len(y), n_groups=len(set(groups)),
                       fit_seconds=fit.seconds + time.monotonic() - start,
                       extra={"family_auc": dict(fit.family_auc), "folds": folds, "seed": seed})
-    return Training(Scorer(card, final), fit, tuple(problems), tuple(infos), tuple(spans))
+    return Training(Scorer(card, final), fit, tuple(problems), tuple(infos))
 
 
 @dataclass(frozen=True)
