@@ -21,9 +21,7 @@ from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
-
-from ponder.models.llama_server import stop  # one way to stop a child server, shared with the library
+from ponder.models.llama_server import stop, wait_ready  # one way to start and stop a child server
 
 OK_BODY = {
     "id": "x", "object": "chat.completion", "model": "fake",
@@ -139,17 +137,7 @@ def llama_cpp_server(model: Path = TINY_MODEL, n_ctx: int = 2048, ready_s: float
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + ready_s
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"llama_cpp.server exited {proc.returncode}: {log.read()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/models", timeout=2.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"llama_cpp.server did not answer /v1/models within {ready_s:.0f}s")
-            time.sleep(0.5)
+        wait_ready(proc, f"{url}/models", log, ready_s, "llama_cpp.server")
         yield url
     finally:
         stop(proc)

@@ -20,6 +20,9 @@ import numpy as np
 from ponder.errors import BackendError, ContextOverflow
 from ponder.types import Message
 
+_ROWS = 32
+"""Rows of logits reduced at once (each is the whole vocabulary: 32 x 152k floats is about 40 MB in float64)."""
+
 
 @dataclass(frozen=True)
 class Rescored:
@@ -90,11 +93,10 @@ class Rescorer:
         targets = full[len(prompt):]
         if not targets:
             return Rescored((), ())
-        rows, hidden = self._run(targets, len(prompt))
         assert self._last_row is not None
-        logits = np.vstack([self._last_row[None, :], rows[:-1]])  # row i predicts targets[i]
-        logp, entropy = _log_softmax_stats(logits, targets)
-        return Rescored(tuple(float(x) for x in logp), tuple(float(x) for x in entropy), hidden)
+        logp, entropy = _log_softmax_stats(self._last_row[None, :], targets[:1])  # the prompt's last row
+        more_logp, more_entropy, _, hidden = self._run(targets, len(prompt), predicts=targets[1:])
+        return Rescored((float(logp[0]), *more_logp), (float(entropy[0]), *more_entropy), hidden)
 
     def _set_prompt(self, prompt: tuple[int, ...]) -> None:
         """Keep `prompt` in the KV cache (prefilled once for all completions of one problem)."""
@@ -104,32 +106,48 @@ class Rescorer:
             return
         L.llama_memory_clear(self._mem, True)
         self._prompt, self._last_row = (), None
-        rows, _ = self._run(list(prompt), 0, last_only=True)
-        self._prompt, self._last_row = prompt, rows[-1].copy()
+        _, _, last, _ = self._run(list(prompt), 0, predicts=None)
+        self._prompt, self._last_row = prompt, last
 
-    def _run(self, tokens: Sequence[int], pos: int, last_only: bool = False) -> tuple[np.ndarray, tuple[float, ...]]:
-        """Decode `tokens` from position `pos` in chunks; logits of every token (or of the last only)."""
+    def _run(self, tokens: Sequence[int], pos: int, predicts: Sequence[int] | None
+             ) -> tuple[list[float], list[float], np.ndarray | None, tuple[float, ...]]:
+        """Decode `tokens` from position `pos` in chunks. With `predicts` (the token each row predicts: row i of
+        tokens predicts predicts[i]), their log-probabilities and entropies, reduced block by block so that no
+        more than _ROWS rows of logits are ever held; with None, only the last row (a prompt's)."""
         L, b = self._L, self._batch
-        rows: list[np.ndarray] = []
+        logp: list[float] = []
+        entropy: list[float] = []
+        last: np.ndarray | None = None
         hidden: tuple[float, ...] = ()
         for start in range(0, len(tokens), self.n_batch):
             chunk = tokens[start:start + self.n_batch]
             b.n_tokens = len(chunk)
+            wanted = [start + i < len(predicts) if predicts is not None else start + i == len(tokens) - 1
+                      for i in range(len(chunk))]
             for i, token in enumerate(chunk):
                 b.token[i], b.pos[i], b.n_seq_id[i] = token, pos + start + i, 1
                 b.seq_id[i][0] = 0
-                b.logits[i] = (not last_only) or (start + i == len(tokens) - 1)
+                # the last token is an output too when its hidden state is read (llama.cpp keeps outputs only)
+                b.logits[i] = wanted[i] or (self.hidden and predicts is not None and start + i == len(tokens) - 1)
             if L.llama_decode(self._ctx, b) != 0:
                 raise BackendError("llama_decode failed while re-scoring: lower n_batch or n_ctx")
-            for i in range(len(chunk)):
-                if b.logits[i]:
-                    rows.append(np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, i),
-                                                      shape=(self.n_vocab,)).copy())
+            rows = [i for i in range(len(chunk)) if wanted[i]]
+            if predicts is None:
+                last = self._logits(rows[-1]).copy() if rows else last
+            for at in range(0, len(rows) if predicts is not None else 0, _ROWS):
+                block = rows[at:at + _ROWS]
+                lp, ent = _log_softmax_stats(np.stack([self._logits(i) for i in block]),
+                                             [predicts[start + i] for i in block])  # type: ignore[index]
+                logp += lp.tolist()
+                entropy += ent.tolist()
             self.tokens += len(chunk)
-            if self.hidden and start + len(chunk) == len(tokens) and not last_only:
+            if self.hidden and predicts is not None and start + len(chunk) == len(tokens):
                 emb = L.llama_get_embeddings_ith(self._ctx, len(chunk) - 1)
                 hidden = tuple(float(x) for x in np.ctypeslib.as_array(emb, shape=(self.n_embd,)))
-        return np.vstack(rows), hidden
+        return logp, entropy, last, hidden
+
+    def _logits(self, i: int) -> np.ndarray:
+        return np.ctypeslib.as_array(self._L.llama_get_logits_ith(self._ctx, i), shape=(self.n_vocab,))
 
     def close(self) -> None:
         if self._ctx is not None:

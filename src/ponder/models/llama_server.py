@@ -176,7 +176,7 @@ def running(model: Path, *, binary: Path | None = None, n_ctx: int = 4096, paral
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would block the server
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
-            _wait_ready(proc, f"http://127.0.0.1:{port}", log, ready_s)
+            wait_ready(proc, f"http://127.0.0.1:{port}/health", log, ready_s)
             yield f"http://127.0.0.1:{port}/v1"
         finally:
             stop(proc)
@@ -192,15 +192,18 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def _wait_ready(proc: subprocess.Popen[str], root: str, log: IO[str], ready_s: float) -> None:
+def wait_ready(proc: subprocess.Popen[str], probe: str, log: IO[str], ready_s: float,
+               what: str = "llama-server") -> None:
+    """Return once GET `probe` answers 200 (503 while the model loads); ModelError if `proc` exits first, with the
+    tail of its `log`, or after `ready_s` seconds."""
     deadline = time.monotonic() + ready_s
     while True:
         if proc.poll() is not None:
             log.seek(0)
-            raise ModelError(f"llama-server exited {proc.returncode}: {log.read()[-2000:]}")
+            raise ModelError(f"{what} exited {proc.returncode}: {log.read()[-2000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{root}/health", timeout=2.0).status_code == 200:  # 503 while the model loads
+            if httpx.get(probe, timeout=2.0).status_code == 200:
                 return
         if time.monotonic() > deadline:
-            raise ModelError(f"llama-server did not report healthy within {ready_s:.0f}s")
+            raise ModelError(f"{what} did not answer {probe} within {ready_s:.0f}s")
         time.sleep(0.5)

@@ -63,7 +63,6 @@ class LearnedVerifier:
         self.needs_programs = "program_agreement" in names
         self.needs_logits = any(n not in POOL_FEATURES and n not in _LIVE_FROM_TEXT for n in names)
         self.needs_hidden = any(n.startswith(HIDDEN_PREFIX) for n in names)
-        self._rescorer: Any = None
         self._programs_of: dict[str, list[str | None]] = {}
         """Program answers drawn per problem: a verifier called again on a grown pool (adaptive stopping) draws
         only the programs it lacks."""
@@ -76,8 +75,13 @@ class LearnedVerifier:
         from ponder.tasks.base import answer as answer_of_problem
 
         answers = [answer_of_problem(problem, c) for c in candidates]
-        samples = await asyncio.to_thread(self._sample_features, problem, candidates) if self.needs_logits else [
-            sample_features([], False, _rough_tokens(c)) for c in candidates]
+        if self.needs_logits:
+            samples, read = await asyncio.to_thread(self._reread, problem, candidates)
+            ledger = getattr(self.backend, "ledger", None)
+            if ledger is not None:  # re-reading is a prefill: charged to the verifier as prompt tokens
+                ledger.charge("verifier", Usage(prompt_tokens=read))
+        else:
+            samples = [sample_features([], False, self._tokens(c)) for c in candidates]
         programs = await self._programs(problem, len(candidates)) if self.needs_programs else []
         lps = [s.get("mean_logprob") for s in samples]
         pools = pool_features(answers, [None if lp != lp else lp for lp in lps], programs)
@@ -85,24 +89,25 @@ class LearnedVerifier:
         probs = self.scorer.predict(rows)
         return [Score(p, a, f"learned P(correct)={p:.3f}") for p, a in zip(probs, answers, strict=True)]
 
-    def _sample_features(self, problem: Problem, candidates: Sequence[str]) -> list[SampleFeatures]:
+    def _reread(self, problem: Problem, candidates: Sequence[str]) -> tuple[list[SampleFeatures], int]:
+        """The candidates' sample features re-read on the local engine, and the tokens that took. Each call has its
+        own scoring context, freed at once: concurrent requests never share one, and none outlives its call."""
         from ponder.backends.rescoring import Rescorer
         from ponder.strategies.learning import candidate_messages
 
-        engine = _engine_of(self.backend)
-        if self._rescorer is None:
-            self._rescorer = Rescorer(engine, hidden=self.needs_hidden)
-        before = self._rescorer.tokens
         messages: list[Message] = list(candidate_messages(problem))
-        out = []
-        for text in candidates:
-            scored = self._rescorer.score(messages, text)
-            out.append(sample_features(list(scored.logprobs), False, len(scored.logprobs), scored.entropies,
-                                       scored.hidden))
-        ledger = getattr(self.backend, "ledger", None)
-        if ledger is not None:  # re-reading is a prefill: charged to the verifier as prompt tokens
-            ledger.charge("verifier", Usage(prompt_tokens=self._rescorer.tokens - before))
-        return out
+        with Rescorer(_engine_of(self.backend), hidden=self.needs_hidden) as rescorer:
+            out = []
+            for text in candidates:
+                scored = rescorer.score(messages, text)
+                out.append(sample_features(list(scored.logprobs), False, len(scored.logprobs), scored.entropies,
+                                           scored.hidden))
+            return out, rescorer.tokens
+
+    def _tokens(self, text: str) -> int:
+        """The candidate's length in tokens: the local engine's count, else about 4 characters a token."""
+        engine = _engine_of(self.backend)
+        return len(engine.tokenize(text)) if engine is not None else max(1, len(text) // 4)
 
     async def _programs(self, problem: Problem, n: int) -> list[str | None]:
         from ponder.strategies.learning import agreement_answers
@@ -113,13 +118,3 @@ class LearnedVerifier:
         if len(drawn) < n:
             drawn += await agreement_answers(problem, self.backend, n - len(drawn))
         return drawn[:n]
-
-    def close(self) -> None:
-        if self._rescorer is not None:
-            self._rescorer.close()
-            self._rescorer = None
-
-
-def _rough_tokens(text: str) -> int:
-    return max(1, len(text) // 4)
-

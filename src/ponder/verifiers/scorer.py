@@ -12,6 +12,7 @@ are computed (features.py).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import pickle
@@ -93,6 +94,17 @@ def read_card(path: str | Path) -> tuple[ScorerCard, str]:
                               "train`") from None
 
 
+def _stamp(path: str | Path) -> tuple[int, int]:
+    stat = Path(path).expanduser().stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=8)
+def _unpickled(file: str, stamp: tuple[int, int], blob: str) -> Any:
+    """The estimator of one version of one file, unpickled once (a server scores with it on every request)."""
+    return pickle.loads(base64.b64decode(blob))  # a file the operator made (see the docstring)
+
+
 def load_scorer(path: str | Path, model_sha256: str | None = None, model_name: str | None = None) -> Scorer:
     """The scorer at `path`, refused (before unpickling) when it was trained on another model than the one given."""
     card, blob = read_card(path)
@@ -104,7 +116,7 @@ def load_scorer(path: str | Path, model_sha256: str | None = None, model_name: s
         raise ScorerFileError(f"{path} was trained on {card.model_name}, not {model_name}: train one on this "
                               "model's own samples")
     try:
-        estimator = pickle.loads(base64.b64decode(blob))  # a file the operator made (see the docstring)
+        estimator = _unpickled(str(Path(path).expanduser().resolve()), _stamp(path), blob)
     except Exception as exc:
         raise ScorerFileError(f"{path}: the estimator could not be loaded ({type(exc).__name__}: {exc}); is "
                               "scikit-learn installed (pip install 'ponder[learn]') at a compatible version?") from None
