@@ -1,11 +1,14 @@
 """Learned-verifier benchmark: what a scorer learned from the model's own labelled samples buys over the vote;
 writes benchmarks/results/verifier.json (the README's figures come from it, and a test checks that they match).
 
-    .venv/bin/python benchmarks/verifier.py [--runs runs/quality] [--ood runs/verifier-ood] [--model ...]
-                                            [--ood-limit 30] [--analyse-only]
+    .venv/bin/python benchmarks/verifier.py [--runs runs/verifier] [--limit 100] [--ood runs/verifier-ood]
+                                            [--model ...] [--ood-limit 30] [--analyse-only]
 
-In-distribution: the pools of benchmarks/quality.py's `chosen` run (the first 50 GSM8K test problems, 8 chains of
-thought and 8 programs each, on the default model; run that benchmark first). Every candidate is scored
+In-distribution: pools drawn as benchmarks/quality.py's `chosen` run draws them (8 chains of thought and 8
+programs per GSM8K test problem, on the default model), on the first --limit problems: the sweep is started (or
+copied from runs/quality/chosen when that exists) and grown with `ponder sweep --resume RUN --limit N`, so the
+problems quality.py drew are not drawn twice. A stopped run resumes; only problems with both pools drawn count.
+Every candidate is scored
 cross-fitted (5 grouped folds by GSM template: no problem is scored by a scorer that saw it or its template), and
 best-of-k curves are drawn from random k-subsets with the pool features of each subset.
 
@@ -40,6 +43,24 @@ from ponder.experiments.verifier_train import evaluate, score_pools, train
 
 HERE = Path(__file__).parent
 KS = (1, 2, 4, 8)
+
+
+def pools(runs: Path, model: str, limit: int) -> None:
+    from quality import sweeps  # benchmarks/quality.py: the same sweep settings
+
+    ponder = str(Path(sys.executable).with_name("ponder"))
+    out, drawn = runs / "chosen", HERE.parent / "runs" / "quality" / "chosen"
+    if not (out / "store.sqlite").exists():
+        if (drawn / "store.sqlite").exists():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(drawn / "store.sqlite", out / "store.sqlite")
+        else:
+            cmd = [ponder, "sweep", *sweeps(model, limit, 1)["chosen"], "--out", str(out)]
+            print("$", " ".join(cmd), flush=True)
+            subprocess.run([*cmd, "--concurrency", "6"], check=True)
+    cmd = [ponder, "sweep", "--resume", str(out), "--limit", str(limit), "--concurrency", "6"]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
 
 
 def ood_sweep(out: Path, model: str, limit: int) -> None:
@@ -83,12 +104,12 @@ def sampling_seconds_per_sample(run: Path) -> float:
 def analyse(runs: Path, ood: Path | None, measure_rescoring: bool) -> dict[str, Any]:
     chosen = runs / "chosen"
     if not (chosen / "store.sqlite").exists():
-        raise SystemExit(f"no {chosen}: run benchmarks/quality.py first (it samples the pools this learns from)")
+        raise SystemExit(f"no {chosen}: run this benchmark without --analyse-only first (it draws the pools)")
     start = time.monotonic()
-    training = train([chosen], "all", folds=5, seed=0)
+    training = train([chosen], "all", folds=5, seed=0, complete_only=True)
     curves = {c.k: c.summary() for c in evaluate(training, KS)}
     fit_seconds = time.monotonic() - start
-    pool_only = train([chosen], "pool", folds=5, seed=0)
+    pool_only = train([chosen], "pool", folds=5, seed=0, complete_only=True)
     pool_curve = evaluate(pool_only, [8])[0].summary()
     card = training.scorer.card
     at8 = curves[8]
@@ -141,7 +162,8 @@ def out_of_distribution(training: Any, ood: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/verifier"))
+    parser.add_argument("--limit", type=int, default=100, help="GSM8K problems in the training pools.")
     parser.add_argument("--ood", type=Path, default=Path("runs/verifier-ood"))
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--ood-limit", type=int, default=30)
@@ -149,6 +171,7 @@ def main() -> None:
     parser.add_argument("--no-rescoring", action="store_true", help="Skip the re-scoring cost measurement.")
     args = parser.parse_args()
     if not args.analyse_only:
+        pools(args.runs, args.model, args.limit)
         ood_sweep(args.ood, args.model, args.ood_limit)
     result = analyse(args.runs, args.ood, not args.no_rescoring)
     path = write_result(result, HERE / "results" / "verifier.json")

@@ -205,6 +205,28 @@ def test_cli_runs_resumes_and_refuses_other_settings(tmp_path):
     assert "seed: 0 -> 5" in refused.output and "budgets: [1, 2] -> [1, 4]" in refused.output
 
 
+def test_cli_grows_a_run_by_the_tasks_next_problems_and_never_shrinks_it(tmp_path):
+    task = write_task(tmp_path, 5)
+    assert cli("--task", task, "--model", "scripted", "--budgets", "1,2", "--limit", 2, "--out",
+               tmp_path / "r").exit_code == 0
+    with Store.open(tmp_path / "r") as store:
+        first = {(s.problem_id, s.index): s.text for s in store.samples()}
+    grown = cli("--resume", tmp_path / "r", "--limit", 4)
+    assert grown.exit_code == 0, grown.output
+    with Store.open(tmp_path / "r") as store:
+        assert store.config["limit"] == 4 and len(store.problem_ids()) == 4
+        samples = {(s.problem_id, s.index): s.text for s in store.samples()}
+        assert len(samples) == 4 * 2 and all(samples[k] == v for k, v in first.items())  # old rows kept as drawn
+        assert len(store.results()) == 4
+    assert "nothing new to run" in cli("--resume", tmp_path / "r").output  # the grown limit is the run's now
+    shrunk = cli("--resume", tmp_path / "r", "--limit", 3)
+    assert shrunk.exit_code == 2 and "never shrinks" in " ".join(shrunk.output.split())
+    other = cli("--resume", tmp_path / "r", "--limit", 5, "--seed", "9")
+    assert other.exit_code == 2 and "seed: 0 -> 9" in other.output
+    with Store.open(tmp_path / "r") as store:
+        assert store.config["limit"] == 4  # a refused resume leaves the run as it was
+
+
 def test_cli_passes_task_options_to_jsonl(tmp_path):
     path = tmp_path / "mine.jsonl"
     path.write_text('{"q": "What is number 0?", "label": "3"}\n{"q": "What is number 1?", "label": "5"}\n')

@@ -79,6 +79,7 @@ VERIFIERS = Registry("verifier", {
     "self_eval": "ponder.verifiers.self_eval:SelfEvalVerifier",
     "judge": "ponder.verifiers.judge:JudgeVerifier",
     "learned": "ponder.verifiers.learned:LearnedVerifier",
+    "step_value": "ponder.verifiers.step_value:StepValueVerifier",
 })
 
 BACKENDS = Registry("backend", {

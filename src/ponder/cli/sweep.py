@@ -38,7 +38,8 @@ def sweep(
     limit: int = typer.Option(None, help="Number of problems, the task's first ones (default all)."),
     seed: int = typer.Option(None, help="Run seed: fixes every sample's seed (default 0)."),
     out: Path = typer.Option(None, help="New run folder, e.g. runs/NAME."),
-    resume: Path = typer.Option(None, help="Finish an interrupted run in this folder (same settings)."),
+    resume: Path = typer.Option(None, help="Finish an interrupted run in this folder (same settings; a larger "
+                                "--limit grows it by the task's next problems)."),
     max_tokens: int = typer.Option(None, "--max-tokens", help="Tokens per sample (default 512)."),
     temperature: float = typer.Option(None, help="Pool sampling temperature (default 0.7)."),
     temperatures: str = typer.Option(None, "--temperatures", help="Draw every pool at each of these temperatures, "
@@ -132,7 +133,15 @@ def _config(given: dict[str, Any], stored: dict[str, Any] | None) -> Any:
 async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, concurrency: int,
                n_threads: int | None, ray: Any = None) -> None:
     from ponder.experiments.store import Store
-    from ponder.experiments.sweep import Tally, check_backend, check_resume, run_sweep, settings, with_added_settings
+    from ponder.experiments.sweep import (
+        Tally,
+        check_backend,
+        check_resume,
+        grown_limit,
+        run_sweep,
+        settings,
+        with_added_settings,
+    )
     from ponder.tasks import load_task
 
     if (out is None) == (resume is None):
@@ -143,6 +152,9 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
     store = Store.open(resume) if resume else None
     try:
         stored = with_added_settings(store.config) if store else None
+        grown = grown_limit(stored.get("limit"), given.get("limit")) if stored else None
+        if grown is not None:  # compared as grown; written once every other setting has matched
+            stored = {**stored, "limit": grown}
         config = _config(given, stored)
         if stored is not None:  # settings the user gave that differ are refused before the model loads
             check_resume({k: stored.get(k) for k in config.to_dict()}, config.to_dict(), resume)
@@ -151,8 +163,10 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
         try:
             check_backend(config, backend)  # before a store is made for a run that cannot be deterministic
             provenance = settings(config, backend, kind)
-            if store:
-                check_resume(store.config, provenance, resume)  # now with the model's sha256 and prompts
+            if store:  # now with the model's sha256 and prompts
+                check_resume({**store.config, **({"limit": grown} if grown else {})}, provenance, resume)
+                if grown is not None:
+                    store.set_limit(grown)
             else:
                 store = Store.create(out, provenance)  # type: ignore[arg-type]
             live = Tally()

@@ -2,6 +2,7 @@
 
     ponder verifier featurize runs/NAME [--hidden]       # re-score stored samples: entropies, hidden state
     ponder verifier train runs/A runs/B --out scorer.json  # cross-fitted, then refit on everything
+    ponder verifier train runs/A --level step --out steps.json  # a step-level value for beam search, particles
     ponder ask "..." -s best_of_n -p verifier=learned:scorer.json
 """
 
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from ponder.cli import app
 from ponder.errors import InvalidParameter, PonderError
+from ponder.verifiers.scorer import ScorerLevel
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,25 +40,39 @@ def train(
     folds: int = typer.Option(5, "--folds", help="Grouped cross-validation folds (by problem or template)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
     k: list[int] = typer.Option([], "--k", help="Also show best-of-k curves at these k (cross-fitted)."),
+    level: ScorerLevel = typer.Option(ScorerLevel.OUTCOME, "--level", help="outcome: whole candidates (the "
+                                      "learned verifier); step: partial solutions cut after each step, labelled "
+                                      "by their outcome (the step_value verifier, for beam search and particle "
+                                      "filtering)."),
 ) -> None:
     """Fit a scorer on the runs' samples, labelled by each problem's checker, and write it to --out."""
     try:
+        from ponder.experiments.step_train import train_steps
         from ponder.experiments.verifier_train import evaluate
         from ponder.experiments.verifier_train import train as fit
 
         if folds < 2:
             raise InvalidParameter("folds", folds, "use 2 or more")
+        if level == ScorerLevel.STEP and (k or features != "all"):
+            raise InvalidParameter("level", level.value, "a step scorer has its own features and no best-of-k "
+                                   "curves: drop --features and --k")
         with _progress() as progress:
             bar = progress.add_task("cross-fitting", total=folds)
-            training = fit(runs, features, folds=folds, seed=seed,
-                           on_fold=lambda i, n: progress.update(bar, completed=i, total=n))
+            on_fold = lambda i, n: progress.update(bar, completed=i, total=n)  # noqa: E731
+            training = (train_steps(runs, folds=folds, seed=seed, on_fold=on_fold) if level == ScorerLevel.STEP
+                        else fit(runs, features, folds=folds, seed=seed, on_fold=on_fold))
         path = training.scorer.save(out)
         card = training.scorer.card
-        console.print(f"scorer: {path} ({card.estimator}, {len(card.features)} features, {card.n_samples} samples "
-                      f"in {card.n_groups} groups, model {card.model_name})")
+        rows = "prefixes" if level == ScorerLevel.STEP else "samples"
+        console.print(f"{level.value} scorer: {path} ({card.estimator}, {len(card.features)} features, "
+                      f"{card.n_samples} {rows} in {card.n_groups} groups, model {card.model_name})")
         console.print(f"cross-fitted AUC {card.cv_auc:.3f}  Brier {card.cv_brier:.3f}  ECE {card.cv_ece:.3f}  "
                       f"({card.fit_seconds:.1f} s)")
-        if k:
+        if level == ScorerLevel.STEP:
+            console.print("AUC by step: " + "  ".join(f"{d}{'+' if d == '4' else ''}: {a:.3f}"
+                                                      for d, a in card.extra["auc_by_depth"].items()))
+            console.print(f"use it as: -p verifier=step_value:{path} (beam_search, particle_filtering)")
+        elif k:
             _show_curves(evaluate(training, k))
     except PonderError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)

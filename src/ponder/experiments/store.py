@@ -170,6 +170,12 @@ class Store:
             raise StoreError(f"{self.path} has no readable run config; it is corrupt: start a new run")
         return config
 
+    def set_limit(self, limit: int) -> None:
+        """Grow the run to the task's first `limit` problems (see sweep.grown_limit); the rows it holds stay."""
+        config = {**self.config, "limit": limit}
+        with self._conn:
+            self._conn.execute("UPDATE run SET value=? WHERE key='config'", (json.dumps(config, sort_keys=True),))
+
     # -- writing ---------------------------------------------------------------------------------------
     def add_problems(self, problems: Sequence[Problem]) -> None:
         """Record the problems (prompt as sent, reference, metadata); existing ones are left alone."""

@@ -270,6 +270,18 @@ def with_added_settings(stored: Mapping[str, Any]) -> dict[str, Any]:
     return {**ADDED_SETTINGS, **stored}
 
 
+def grown_limit(stored: int | None, given: int | None) -> int | None:
+    """The larger limit a resume asks for (a run grows by the task's next problems), None if it keeps its own;
+    a smaller one is refused, since the rows of the problems it would drop are already in the store."""
+    if given is None or given == stored:
+        return None
+    if stored is None or given < stored:
+        held = "every problem of the task" if stored is None else f"the first {stored} problems"
+        raise InvalidParameter("limit", given, f"the run holds {held} and a run never shrinks: resume it without "
+                               "--limit (the report can read any of its problems), or start a new --out")
+    return given
+
+
 def check_resume(stored: Mapping[str, Any], given: Mapping[str, Any], path: Path | str) -> None:
     """Refuse to resume a run made with other settings, naming each difference."""
     stored = with_added_settings(stored)
@@ -330,10 +342,10 @@ async def run_sweep(config: SweepConfig, backend: object, store: Store, executor
     task = load_task(config.task, **config.task_options)
     problems = task.problems(config.limit, seed=config.seed)
     stored_ids = store.problem_ids()
-    if stored_ids and stored_ids != [p.id for p in problems]:
+    if stored_ids != [p.id for p in problems][:len(stored_ids)]:
         raise StoreError(f"{store.path} holds other problems than task {config.task!r} yields now "
                          "(the task data changed?); start a new --out")
-    if not stored_ids:
+    if len(stored_ids) < len(problems):  # a new run, or one grown with --limit
         store.add_problems(problems)
     units = plan(config, problems)
     done = store.done_keys()

@@ -59,9 +59,13 @@ class Training:
 
 
 def train(runs: Sequence[str | Path], features: str = "all", *, folds: int = 5, seed: int = 0,
-          on_fold: Callable[[int, int], None] | None = None) -> Training:
-    """A scorer fitted on every candidate of `runs` (one model only), with its cross-validated card."""
+          on_fold: Callable[[int, int], None] | None = None, complete_only: bool = False) -> Training:
+    """A scorer fitted on every candidate of `runs` (one model only), with its cross-validated card.
+    `complete_only` keeps the problems whose candidate and program pools are both as full as their run's fullest
+    (a run stopped mid-way has problems with one pool drawn, which a benchmark should not count)."""
     problems, infos = load_pools(runs)
+    if complete_only:
+        problems = complete(problems)
     shas = {i.model_sha256 for i in infos}
     if len(shas) > 1:
         raise InvalidParameter("runs", [i.path for i in infos], "the runs were sampled from different models: a "
@@ -89,6 +93,14 @@ def train(runs: Sequence[str | Path], features: str = "all", *, folds: int = 5, 
                       fit_seconds=fit.seconds + time.monotonic() - start,
                       extra={"family_auc": dict(fit.family_auc), "folds": folds, "seed": seed})
     return Training(Scorer(card, final), fit, tuple(problems), tuple(infos))
+
+
+def complete(problems: Sequence[ProblemPools]) -> list[ProblemPools]:
+    full: dict[str, tuple[int, int]] = {}
+    for p in problems:
+        n, m = full.get(p.run, (0, 0))
+        full[p.run] = (max(n, len(p.candidates)), max(m, len(p.programs)))
+    return [p for p in problems if (len(p.candidates), len(p.programs)) == full[p.run]]
 
 
 @dataclass(frozen=True)

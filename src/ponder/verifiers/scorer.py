@@ -18,6 +18,7 @@ import math
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,13 @@ FORMAT = "ponder-scorer/1"
 
 class ScorerFileError(PonderError):
     """A scorer file that cannot be used: missing, not a scorer, or made for another model."""
+
+
+class ScorerLevel(StrEnum):
+    """What a scorer rates: a whole candidate (the `learned` verifier) or a partial solution (`step_value`)."""
+
+    OUTCOME = "outcome"
+    STEP = "step"
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class ScorerCard:
     n_groups: int = 0
     fit_seconds: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+    level: ScorerLevel = ScorerLevel.OUTCOME
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,7 @@ def read_card(path: str | Path) -> tuple[ScorerCard, str]:
         raw = body["card"]
         card = ScorerCard(**{**raw, "features": tuple(raw["features"]),
                              "training_runs": tuple(raw.get("training_runs") or ()),
+                             "level": ScorerLevel(raw.get("level", ScorerLevel.OUTCOME)),
                              **{k: math.nan if raw.get(k) is None else raw[k]
                                 for k in ("cv_auc", "cv_brier", "cv_ece")}})
         return card, str(body["estimator"])
@@ -105,9 +115,15 @@ def _unpickled(file: str, stamp: tuple[int, int], blob: str) -> Any:
     return pickle.loads(base64.b64decode(blob))  # a file the operator made (see the docstring)
 
 
-def load_scorer(path: str | Path, model_sha256: str | None = None, model_name: str | None = None) -> Scorer:
-    """The scorer at `path`, refused (before unpickling) when it was trained on another model than the one given."""
+def load_scorer(path: str | Path, model_sha256: str | None = None, model_name: str | None = None,
+                level: ScorerLevel = ScorerLevel.OUTCOME) -> Scorer:
+    """The scorer at `path`, refused (before unpickling) when it was trained on another model than the one given,
+    or rates another `level` than the verifier loading it."""
     card, blob = read_card(path)
+    if card.level != level:
+        made = {ScorerLevel.OUTCOME: "learned", ScorerLevel.STEP: "step_value"}
+        raise ScorerFileError(f"{path} rates {card.level.value}s (use it as {made[card.level]}:{path}); this "
+                              f"verifier needs a {level.value} scorer (ponder verifier train --level {level.value})")
     if model_sha256 and card.model_sha256 and model_sha256 != card.model_sha256:
         raise ScorerFileError(f"{path} was trained on {card.model_name} (sha256 {card.model_sha256[:12]}...) and "
                               f"this model is {model_name or 'another'} (sha256 {model_sha256[:12]}...): its "
