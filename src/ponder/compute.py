@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from ponder.ledger import PriceTable
 from ponder.types import ModelInfo, Result, Usage
@@ -23,7 +24,20 @@ from ponder.types import ModelInfo, Result, Usage
 KV_BYTES_F16 = 2.0
 
 
-def _d_attn(info: ModelInfo) -> int:
+class KVCacheType(StrEnum):
+    """How the KV cache stores each key and value element (llama.cpp's type_k / type_v)."""
+
+    F16 = "f16"
+    Q8_0 = "q8_0"
+    Q4_0 = "q4_0"
+
+    @property
+    def bytes_per_value(self) -> float:
+        """Bytes per element: ggml's block formats hold 32 values with one f16 scale (q8_0: 34 bytes, q4_0: 18)."""
+        return {"f16": KV_BYTES_F16, "q8_0": 34 / 32, "q4_0": 18 / 32}[self.value]
+
+
+def attention_width(info: ModelInfo) -> int:
     """The attention width: n_heads * head_dim (d_model when the head shapes are unknown)."""
     return info.n_heads * info.head_dim if info.n_heads and info.head_dim else info.d_model
 
@@ -31,7 +45,7 @@ def _d_attn(info: ModelInfo) -> int:
 def flops_per_token(info: ModelInfo, context_len: int) -> float:
     """Forward FLOPs for one token that attends to `context_len` earlier tokens: 2N + 2 * n_layers * ctx * d_attn
     (Kaplan et al. 2020, Table 1)."""
-    return 2.0 * info.n_params + 2.0 * info.n_layers * max(context_len, 0) * _d_attn(info)
+    return 2.0 * info.n_params + 2.0 * info.n_layers * max(context_len, 0) * attention_width(info)
 
 
 def _position_sum(start: int, stop: int) -> float:
@@ -41,7 +55,7 @@ def _position_sum(start: int, stop: int) -> float:
 
 def sequence_flops(info: ModelInfo, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
     """Exact FLOPs of one sequence: prefill the uncached prompt tokens, then decode `completion_tokens`."""
-    attn = 2.0 * info.n_layers * _d_attn(info)
+    attn = 2.0 * info.n_layers * attention_width(info)
     fresh = max(prompt_tokens - cached_tokens, 0)
     total_positions = prompt_tokens + completion_tokens
     return (2.0 * info.n_params * (fresh + completion_tokens)
@@ -63,9 +77,9 @@ def usage_flops(info: ModelInfo, usage: Usage, generations: int | None = None) -
     """
     prompt, gen_len = _per_call(usage, generations)
     fresh = max(usage.prompt_tokens - usage.cached_tokens, 0)
-    prefill = fresh * flops_per_token(info, 0) + fresh * 2.0 * info.n_layers * _d_attn(info) * prompt / 2.0
+    prefill = fresh * flops_per_token(info, 0) + fresh * 2.0 * info.n_layers * attention_width(info) * prompt / 2.0
     decode = usage.completion_tokens * flops_per_token(info, 0) + (
-        usage.completion_tokens * 2.0 * info.n_layers * _d_attn(info) * (prompt + gen_len / 2.0))
+        usage.completion_tokens * 2.0 * info.n_layers * attention_width(info) * (prompt + gen_len / 2.0))
     return prefill, decode
 
 

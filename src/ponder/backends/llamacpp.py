@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.backends.decoding import check_fits
+from ponder.compute import KVCacheType
 from ponder.errors import BackendError, CorruptModel, InvalidParameter, ModelNotFound
 from ponder.extras import require
 from ponder.types import Generation, Message, ModelInfo, SamplerDefaults, SamplingParams
@@ -71,10 +72,23 @@ class LlamaCppBackend:
         verbose: bool = False,
         sampler_defaults: SamplerDefaults | None = None,
         deterministic: bool = False,
+        kv_cache_type: KVCacheType | str = KVCacheType.F16,
+        trace: bool = False,
     ) -> None:
         L = require("llama_cpp", "local")
         from ponder.backends.scheduler import Scheduler
+        from ponder.backends.steptrace import StepLog
 
+        try:
+            kv = KVCacheType(kv_cache_type)
+        except ValueError:
+            raise InvalidParameter("kv_cache_type", kv_cache_type,
+                                   f"use one of {', '.join(t.value for t in KVCacheType)}") from None
+        if deterministic and kv != KVCacheType.F16:  # llama.cpp quantises V only with flash attention, which
+            raise InvalidParameter("kv_cache_type", kv.value, "deterministic mode turns flash attention off, and "
+                                   "llama.cpp needs it for a quantised KV cache: use f16, or drop --deterministic")
+        self.kv_cache_type = kv
+        """How the KV cache stores its values; the compute model's KV bytes follow it (kv_cache_type.bytes_per_value)."""
         for pname, value in (("n_ctx", n_ctx), ("n_threads", n_threads), ("n_batch", n_batch)):
             if not isinstance(value, int) or value < 1:
                 raise InvalidParameter(pname, value, "use a positive whole number")
@@ -85,7 +99,7 @@ class LlamaCppBackend:
         self.sampler_defaults = sampler_defaults or SamplerDefaults()
         """What a request's unset sampler fields become (the catalogue's recommendation for a named model)."""
         self._L = L
-        self._model, self._ctx = self._load(L, n_ctx, n_threads, n_seq_max, n_batch, verbose, deterministic)
+        self._model, self._ctx = self._load(L, n_ctx, n_threads, n_seq_max, n_batch, verbose, deterministic, kv)
         self._vocab = L.llama_model_get_vocab(self._model)
         self.info = self._read_info()
         self._formatter = self._chat_formatter()
@@ -93,14 +107,16 @@ class LlamaCppBackend:
         """Each request decoded alone on an empty engine (no prefix cache, no flash attention): a request's samples
         are then the same bit for bit whatever else is in flight, in any process, at any thread count (deterministic
         sweeps); throughput drops."""
+        self.steps = StepLog() if trace else None
+        """Every engine step (steptrace.py) when opened with trace=True, for `ponder profile`; else None."""
         self._scheduler = Scheduler(self._model, self._ctx, n_seq_max=n_seq_max, n_batch=n_batch,
-                                    cache_entries=cache_entries, exclusive=deterministic)
+                                    cache_entries=cache_entries, exclusive=deterministic, trace=self.steps)
         self.n_ctx = L.llama_n_ctx(self._ctx)
         self.n_ctx_seq = L.llama_n_ctx_seq(self._ctx)
 
     # ---- loading --------------------------------------------------------------------------------------------
     def _load(self, L: Any, n_ctx: int, n_threads: int, n_seq_max: int, n_batch: int, verbose: bool,
-              deterministic: bool) -> Any:
+              deterministic: bool, kv: KVCacheType) -> Any:
         if not self.path.is_file():
             raise ModelNotFound(f"no model file at {self.path}: check the path, or pull it with `ponder models pull`")
         from ponder.backends.llamalog import route_llama_logs, show_llama_logs
@@ -123,6 +139,10 @@ class LlamaCppBackend:
         cparams.kv_unified = True  # samples share their prompt's cells; every sequence may use all of n_ctx
         if deterministic:  # CPU flash attention's numbers changed with the thread count (1 vs 2); plain attention's not
             cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        if kv != KVCacheType.F16:
+            ggml = {KVCacheType.Q8_0: L.GGML_TYPE_Q8_0, KVCacheType.Q4_0: L.GGML_TYPE_Q4_0}[kv]
+            cparams.type_k = cparams.type_v = ggml
+            cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED
         ctx = L.llama_init_from_model(model, cparams)
         if not ctx:
             L.llama_model_free(model)

@@ -20,6 +20,7 @@ import ctypes
 import queue
 import random
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ import llama_cpp as L
 import numpy as np
 
 from ponder.backends.decoding import TextAssembler, common_prefix_len, token_logprob
+from ponder.backends.steptrace import StepLog, StepRecord
 from ponder.errors import BackendError, ContextOverflow
 from ponder.types import Generation, SamplingParams, TokenLogprob, Usage
 
@@ -127,8 +129,11 @@ class Scheduler:
     """Owns one llama_context; admits jobs, batches their steps, samples, and reports back."""
 
     def __init__(self, model: Any, ctx: Any, *, n_seq_max: int, n_batch: int, cache_entries: int = 8,
-                 exclusive: bool = False) -> None:
+                 exclusive: bool = False, trace: StepLog | None = None) -> None:
         self.model, self.ctx = model, ctx
+        self.trace = trace
+        """Where every step is recorded (steptrace.py), or None: no timing at all."""
+        self._overhead = 0.0  # scheduler seconds since the last traced step (admitting, forking)
         self.exclusive = exclusive
         """One request at a time, each on an empty engine (no prefix cache): bit-exact reruns, less throughput."""
         if exclusive:
@@ -178,7 +183,12 @@ class Scheduler:
             if not self._drain(wait):
                 break
             try:
-                self._admit()
+                if self.trace is None:
+                    self._admit()
+                else:
+                    start = time.perf_counter()
+                    self._admit()
+                    self._overhead += time.perf_counter() - start
                 worked = self._step()
             except Exception as exc:  # a bug or a llama.cpp failure: fail what is in flight, keep serving
                 for job in list(self.jobs):
@@ -334,6 +344,7 @@ class Scheduler:
     # ---- one decode step ----------------------------------------------------------------------------------------
     def _step(self) -> bool:
         """Decode one batch and sample from it; False when there was nothing to decode."""
+        started = time.perf_counter() if self.trace is not None else 0.0
         b = self.batch
         n = 0
         running = [s for j in self.jobs for s in j.samples]
@@ -354,20 +365,39 @@ class Scheduler:
         if n == 0:
             return False
         b.n_tokens = n
+        decode_start = time.perf_counter() if self.trace is not None else 0.0
         rc = L.llama_decode(self.ctx, b)
         if rc == 1 and self.cache:  # no KV slot: cached prefixes are the only thing we may drop
             self._make_room(self.n_ctx + 1, self.n_seq_max + 1)
             rc = L.llama_decode(self.ctx, b)
         if rc != 0:
             raise BackendError(f"llama_decode failed with code {rc}: lower n_seq_max or raise n_ctx")
+        decode_end = time.perf_counter() if self.trace is not None else 0.0
         self.stats["steps"] += 1
         self.stats["decoded_tokens"] += len(running)
+        prefill_context = sum(job.prefilled * take + take * (take - 1) // 2 for job, take in chunks)
+        prefill_kv = sum(job.prefilled + take for job, take in chunks)
         for job, take in chunks:
             job.prefilled += take
             self.stats["prefilled_tokens"] += take
+        contexts = [s.pos for s in running]
         for s in running:
             self._advance(s)
+        if self.trace is not None:
+            end = time.perf_counter()
+            self.trace.append(StepRecord(
+                start=started, width=len(running), prefill_tokens=sum(t for _, t in chunks),
+                context_sum=sum(contexts), context_max=max(contexts, default=0),
+                prefill_context_sum=prefill_context, prefill_kv_tokens=prefill_kv, kv_cells=self._cells_in_use(), decode_s=decode_end - decode_start,
+                sample_s=end - decode_end, other_s=decode_start - started + self._overhead))
+            self._overhead = 0.0
         return True
+
+    def _cells_in_use(self) -> int:
+        """KV cells holding tokens, estimated: a prefix shared by forked samples (or copied from the cache) once."""
+        cached = sum(len(t) for t in self.cache.values())
+        heads = sum(max(0, j.prefilled - j.cached) for j in self.jobs)
+        return cached + heads + sum(s.generated for j in self.jobs for s in j.samples)
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         b = self.batch

@@ -44,3 +44,4 @@ from ponder.cli import bench  # noqa: E402,F401
 from ponder.cli import data, sweep  # noqa: E402,F401
 from ponder.cli import serve  # noqa: E402,F401
 from ponder.cli import verifier  # noqa: E402,F401
+from ponder.cli import profile  # noqa: E402,F401

@@ -69,6 +69,8 @@ def sweep(
                                        "identical rows (batch shapes change llama.cpp's numbers). Costs "
                                        "throughput: 0.61x the default's on the tiny model (README). Recorded in the "
                                        "store; a resume keeps the run's mode."),
+    profile: bool = typer.Option(False, "--profile", help="Record every engine step (width, context, time) in the "
+                                 "store, and this machine's ceilings, for `ponder profile RUN` (local models)."),
 ) -> None:
     """Run a sweep into a SQLite store: one row per sample, resumable after any interruption."""
     try:
@@ -82,8 +84,10 @@ def sweep(
         if any(v is not None for v in sampler.values()):
             given["sampler"] = {k: v for k, v in sampler.items() if v is not None}
         ray_options = _ray_options(ray, ray_address, actors)
+        if profile and ray_options is not None:
+            raise InvalidParameter("profile", True, "a profile traces one engine: drop --ray, or --profile")
         asyncio.run(_run({k: v for k, v in given.items() if v is not None}, out, resume, concurrency, n_threads,
-                         ray_options))
+                         ray_options, profile))
     except PonderError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
@@ -131,7 +135,7 @@ def _config(given: dict[str, Any], stored: dict[str, Any] | None) -> Any:
 
 
 async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, concurrency: int,
-               n_threads: int | None, ray: Any = None) -> None:
+               n_threads: int | None, ray: Any = None, profile: bool = False) -> None:
     from ponder.experiments.store import Store
     from ponder.experiments.sweep import (
         Tally,
@@ -159,7 +163,7 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
         if stored is not None:  # settings the user gave that differ are refused before the model loads
             check_resume({k: stored.get(k) for k in config.to_dict()}, config.to_dict(), resume)
         kind = load_task(config.task, **config.task_options).kind  # an unknown task fails before the model loads
-        backend = _open_backend(config.model, n_threads, ray, config.deterministic)
+        backend = _open_backend(config.model, n_threads, ray, config.deterministic, profile)
         try:
             check_backend(config, backend)  # before a store is made for a run that cannot be deterministic
             provenance = settings(config, backend, kind)
@@ -171,8 +175,12 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
                 store = Store.create(out, provenance)  # type: ignore[arg-type]
             live = Tally()
 
+            steps = getattr(backend, "steps", None)
+
             def show(res: Any) -> None:
                 live.add(res)
+                if steps is not None:
+                    store.add_steps(steps.take())
                 progress.update(bar, advance=1, description=live.line() or "sweep")
 
             with _progress() as progress:
@@ -181,6 +189,14 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
                     config, backend, store, _executor(backend, concurrency, ray),
                     on_start=lambda total, done: progress.update(bar, total=total, completed=done),
                     on_result=show)
+            if steps is not None:
+                from dataclasses import asdict
+
+                from ponder.profiling.ceilings import measure_ceilings
+
+                store.add_steps(steps.take())
+                store.set_value("ceilings", asdict(measure_ceilings(threads=n_threads or 2)))
+                console.print(f"profiled: ponder profile {resume or out} --out PROFILE_FOLDER")
         finally:
             close = getattr(backend, "close", None)
             if callable(close):
@@ -216,12 +232,17 @@ def _executor(backend: Any, concurrency: int, ray: Any) -> Any:
     return InProcessExecutor(backend, concurrency)
 
 
-def _open_backend(spec: str, n_threads: int | None, ray: Any = None, deterministic: bool = False) -> Any:
+def _open_backend(spec: str, n_threads: int | None, ray: Any = None, deterministic: bool = False,
+                  profile: bool = False) -> Any:
     from ponder.backends.factory import open_backend
 
     local = spec != "scripted" and not spec.startswith(("http://", "https://"))
+    if profile and not local:
+        raise InvalidParameter("profile", True, "a profile traces ponder's own engine: sweep a local model")
     # Only the local engine can fix its batches; any other backend is refused by check_backend, naming the flag.
     options: dict[str, Any] = {"deterministic": True} if deterministic and local else {}
+    if profile:
+        options["trace"] = True
     if ray is not None:  # each actor opens its own replica; the driver sees them as one backend
         from ponder.distributed.launch import open_ray_backend
 

@@ -45,6 +45,9 @@ _FEATURES = ("CREATE TABLE IF NOT EXISTS features (problem_id TEXT NOT NULL, poo
              "source TEXT NOT NULL, vals TEXT NOT NULL, UNIQUE (problem_id, pool, idx))")
 """Each sample's own features for a learned verifier, as JSON: "sampled" (from the log-probabilities it was drawn
 with) or "rescored" (`ponder verifier featurize`, which replaces them). A store made before it gains it on open."""
+_STEPS = "CREATE TABLE IF NOT EXISTS steps (id INTEGER PRIMARY KEY AUTOINCREMENT, vals TEXT NOT NULL)"
+"""The engine's steps (backends/steptrace.py) of a run swept with --profile, as JSON, for `ponder profile`. Made
+only by such a run: a store without it was not profiled (or predates profiling)."""
 _TABLES = {"run", "problems", "samples", "results"}
 
 
@@ -170,6 +173,17 @@ class Store:
             raise StoreError(f"{self.path} has no readable run config; it is corrupt: start a new run")
         return config
 
+    def value(self, key: str) -> Any:
+        """A JSON value kept in the run table beside the config (never compared on resume), or None."""
+        row = self._conn.execute("SELECT value FROM run WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_value(self, key: str, value: Any) -> None:
+        if key in ("config", "schema_version"):
+            raise ValueError(f"{key} is the store's own")
+        with self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO run VALUES (?, ?)", (key, json.dumps(value)))
+
     def set_limit(self, limit: int) -> None:
         """Grow the run to the task's first `limit` problems (see sweep.grown_limit); the rows it holds stay."""
         config = {**self.config, "limit": limit}
@@ -196,6 +210,19 @@ class Store:
                  for r in rows])
             self._conn.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, 'sampled', ?)", [
                 (r.problem_id, r.pool, r.index, _values_json(r.features)) for r in rows if r.features is not None])
+
+    def add_steps(self, records: Sequence[Any]) -> None:
+        """Engine steps (StepRecord) of this run, appended."""
+        with self._conn:
+            self._conn.execute(_STEPS)
+            self._conn.executemany("INSERT INTO steps (vals) VALUES (?)",
+                                   [(json.dumps(r.to_dict()),) for r in records])
+
+    def steps(self) -> list[dict[str, Any]] | None:
+        """The recorded engine steps as dicts, in order; None when the run was not profiled."""
+        if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='steps'").fetchone():
+            return None
+        return [json.loads(v) for (v,) in self._conn.execute("SELECT vals FROM steps ORDER BY id")]
 
     def add_features(self, rows: Iterable[tuple[str, str, int, Mapping[str, float]]], source: str) -> None:
         """(problem_id, pool, idx, values) of existing samples, from `source` ("sampled" or "rescored")."""

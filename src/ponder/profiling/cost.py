@@ -1,0 +1,57 @@
+"""What one engine step costs in FLOPs and bytes, from the model's shapes (compute.py's accounting, per step).
+
+- FLOPs: 2N per token in the batch (decoded and prefilled) plus attention, 2 * n_layers * d_attn per position
+  attended (Kaplan et al. 2020, as compute.py).
+- Weight bytes: every step reads all the weights once, whatever its width (the batch shares them).
+- KV bytes: each decoded sequence reads its own context's keys and values, each prefill chunk the cells up to its
+  end, 2 * n_layers * n_kv_heads * head_dim * bytes_per_value per cell (Sadhukhan et al. 2025); the cells a step
+  writes are added.
+
+This module owns that arithmetic; it ignores how long the step took (predict.py fits that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ponder.backends.steptrace import StepRecord
+from ponder.compute import KVCacheType, attention_width
+from ponder.types import ModelInfo
+
+
+@dataclass(frozen=True)
+class StepCost:
+    flops: float
+    weight_bytes: float
+    kv_bytes: float
+
+    @property
+    def bytes(self) -> float:
+        return self.weight_bytes + self.kv_bytes
+
+    @property
+    def intensity(self) -> float:
+        """Arithmetic intensity, FLOPs per byte moved."""
+        return self.flops / self.bytes if self.bytes else 0.0
+
+
+def kv_bytes_per_cell(info: ModelInfo, kv: KVCacheType) -> float:
+    return 2.0 * info.n_layers * info.n_kv_heads * info.head_dim * kv.bytes_per_value
+
+
+def weight_bytes(info: ModelInfo) -> float:
+    return info.n_params * info.bytes_per_param
+
+
+def step_cost(step: StepRecord, info: ModelInfo, kv: KVCacheType) -> StepCost:
+    tokens = step.width + step.prefill_tokens
+    attended = step.context_sum + step.prefill_context_sum
+    flops = 2.0 * info.n_params * tokens + 2.0 * info.n_layers * attention_width(info) * attended
+    cells = step.context_sum + step.prefill_kv_tokens + tokens
+    return StepCost(flops, weight_bytes(info), cells * kv_bytes_per_cell(info, kv))
+
+
+def kv_crossover_context(info: ModelInfo, kv: KVCacheType, width: int) -> float:
+    """The context length per sequence at which a width-`width` decode step reads as many KV bytes as weight
+    bytes: beyond it, the KV cache dominates the step's memory traffic."""
+    return weight_bytes(info) / (width * kv_bytes_per_cell(info, kv))
