@@ -91,7 +91,7 @@ def test_what_if_names_the_binding_ceiling_and_what_does_not_fit() -> None:
 
 def test_the_profile_document_is_complete_json_and_its_shares_add_up() -> None:
     truth = StepModel(overhead_s=0.001, seconds_per_byte=1 / 20e9, seconds_per_flop=1 / 60e9)
-    steps = [_step(4, 256, prefill=100, seconds=0.2)] + _synthetic(truth, n=60, stalls=0)
+    steps = [_step(4, 256, prefill=100, seconds=0.2), *_synthetic(truth, n=60, stalls=0)]
     doc = build_profile(steps, INFO, KVCacheType.F16, CEILINGS, [HARDWARE["h200"]], solved=2,
                         source={"kind": "test"})
     text = json.dumps(doc, allow_nan=False)  # strict JSON: a hardware team's parser must read it

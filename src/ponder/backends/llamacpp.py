@@ -88,7 +88,7 @@ class LlamaCppBackend:
             raise InvalidParameter("kv_cache_type", kv.value, "deterministic mode turns flash attention off, and "
                                    "llama.cpp needs it for a quantised KV cache: use f16, or drop --deterministic")
         self.kv_cache_type = kv
-        """How the KV cache stores its values; the compute model's KV bytes follow it (kv_cache_type.bytes_per_value)."""
+        """How the KV cache stores its values; compute.py's KV bytes follow it (kv_cache_type.bytes_per_value)."""
         for pname, value in (("n_ctx", n_ctx), ("n_threads", n_threads), ("n_batch", n_batch)):
             if not isinstance(value, int) or value < 1:
                 raise InvalidParameter(pname, value, "use a positive whole number")

@@ -388,7 +388,8 @@ class Scheduler:
             self.trace.append(StepRecord(
                 start=started, width=len(running), prefill_tokens=sum(t for _, t in chunks),
                 context_sum=sum(contexts), context_max=max(contexts, default=0),
-                prefill_context_sum=prefill_context, prefill_kv_tokens=prefill_kv, kv_cells=self._cells_in_use(), decode_s=decode_end - decode_start,
+                prefill_context_sum=prefill_context, prefill_kv_tokens=prefill_kv, kv_cells=self._cells_in_use(),
+                decode_s=decode_end - decode_start,
                 sample_s=end - decode_end, other_s=decode_start - started + self._overhead))
             self._overhead = 0.0
         return True

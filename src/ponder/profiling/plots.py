@@ -19,7 +19,7 @@ def roofline(profile: Mapping[str, Any], path: Path) -> Path:
     bw, peak = profile["machine"]["memory_bandwidth"], profile["machine"]["flops"]
     rows = [r for r in profile["steps"] if r["achieved_flops"]]
     xs = [r["intensity"] for r in rows]
-    lo, hi = min(xs + [1.0]) / 2, max(xs + [peak / bw]) * 4
+    lo, hi = min([*xs, 1.0]) / 2, max([*xs, peak / bw]) * 4
     grid = [lo * (hi / lo) ** (i / 100) for i in range(101)]
     ax.plot(grid, [min(peak, bw * x) for x in grid], color="black", lw=1.2, label="ceilings (measured)")
     scatter = ax.scatter(xs, [r["achieved_flops"] for r in rows], c=[r["width"] for r in rows], s=10, cmap="viridis")

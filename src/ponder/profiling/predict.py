@@ -18,6 +18,7 @@ the term that takes most of the predicted time.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -85,7 +86,7 @@ def fit_step_model(steps: Sequence[StepRecord], costs: Sequence[StepCost]) -> St
 
 
 def _bucket(value: int, edges: Sequence[int]) -> str:
-    for lo, hi in zip(edges, edges[1:], strict=False):
+    for lo, hi in itertools.pairwise(edges):
         if lo <= value < hi:
             return f"{lo}-{hi - 1}"
     return f"{edges[-1]}+"
