@@ -124,6 +124,10 @@ def verifier_table(v: dict[str, Any]) -> str:
     cost = v["cost"]
     lines.append(f"| cost of fitting and evaluating | {cost['fit_and_evaluate_seconds']:.0f} s, "
                  f"{100 * cost['fit_share_of_sampling']:.1f}% of the sampling time of its pools |")
+    sv = v.get("step_value")
+    if sv:
+        lines.append(f"| step value (prefixes cut after each step, {sv['n_prefixes']} of them) | cross-fitted AUC "
+                     f"{sv['cv_auc']:.3f}; within a problem at one step {sv['within_problem_auc']:.3f} |")
     r = cost.get("rescoring")
     if r:
         lines.append(f"| re-scoring (teacher forcing) per sample | {r['logprobs_only']['seconds_per_sample']:.1f} s; "
@@ -131,6 +135,28 @@ def verifier_table(v: dict[str, Any]) -> str:
                      f"{cost['sampling_seconds_per_sample']:.1f} s) |")
     return "\n".join(lines)
 
+
+
+def profile_table(p: dict[str, Any]) -> str:
+    """profile.json: the step model's held-out error, where a step's time goes, prefixes, what-if hardware."""
+    lines = ["| model | step model: held-out error (median / p90 / worst bucket median) | best achieved (share of "
+             "ceiling): bandwidth, FLOP/s | "
+             "host share of a width-8 step | prefill saved by the prefix cache (beam / budget forcing) | "
+             "H200, same steps |", "|---|---|---|---|---|---|"]
+    for name, m in p["models"].items():
+        c = m["calibration"]
+        e = p["step_model_error"][name]
+        h200 = next((w for w in c["what_if"] if w["hardware"] == "h200"), None)
+        pre = m["prefixes"]
+        eff, mach = c["efficiency"], c["machine"]
+        lines.append(
+            f"| {name} | {pct(e['median'])} / {pct(e['p90'])} / {pct(e['worst_bucket_median'])} | "
+            f"{eff['bandwidth'] * mach['memory_bandwidth'] / 1e9:.1f} GB/s ({pct(eff['bandwidth'])}), "
+            f"{eff['flops'] * mach['flops'] / 1e9:.0f} GFLOP/s ({pct(eff['flops'])}) | "
+            f"{pct(c['host_share_by_width'].get('8'))} | "
+            f"{pct(pre['beam_search/prefill_saved'])} / {pct(pre['budget_forcing/prefill_saved'])} | "
+            + (f"{h200['tokens_per_second']:.0f} tok/s, bound by {h200['binding']} |" if h200 else "n/a |"))
+    return "\n".join(lines)
 
 
 def blocks() -> dict[str, str]:
@@ -141,6 +167,8 @@ def blocks() -> dict[str, str]:
         out["quality.json"] = quality_table(load("quality"))
     if (RESULTS / "verifier.json").exists():
         out["verifier.json"] = verifier_table(load("verifier"))
+    if (RESULTS / "profile.json").exists():
+        out["profile.json"] = profile_table(load("profile"))
     return out
 
 

@@ -51,22 +51,6 @@ class Constant:
         return [Score(0.5) for _ in candidates]
 
 
-def within_auc(labels, scores, keys) -> tuple[float, int]:
-    """AUC over pairs of prefixes with the same key (problem, step): how well a problem's own prefixes are ranked."""
-    by: dict[Any, list[int]] = defaultdict(list)
-    for i, k in enumerate(keys):
-        by[k].append(i)
-    wins = pairs = 0.0
-    for rows in by.values():
-        pos = [scores[i] for i in rows if labels[i]]
-        neg = [scores[i] for i in rows if not labels[i]]
-        for a in pos:
-            for b in neg:
-                pairs += 1
-                wins += 1.0 if a > b else 0.5 if a == b else 0.0
-    return (wins / pairs if pairs else math.nan), int(pairs)
-
-
 def strategy(arm: str, budget: int, verifier: Any) -> Any:
     from ponder.strategies.build import build_strategy
 
@@ -141,15 +125,10 @@ def best_of_n(pools: Path, ids: list[str], budget: int) -> dict[str, dict[str, A
 
 
 def analyse(pools: Path, out: Path, budget: int) -> dict[str, Any]:
-    from ponder.experiments.step_train import train_steps
+    from ponder.experiments.step_train import train_steps, within_problem_auc
 
     training = train_steps([pools])
-    r = training.rows
-    keys = list(zip(r.problem_ids, [min(d, 4) for d in r.depths], strict=True))
-    within, pairs = within_auc(r.labels, training.fit.scores, keys)
-    by_depth = {str(d): within_auc([r.labels[i] for i in range(len(keys)) if keys[i][1] == d],
-                                   [training.fit.scores[i] for i in range(len(keys)) if keys[i][1] == d],
-                                   [k for k in keys if k[1] == d])[0] for d in (1, 2, 3, 4)}
+    within, pairs = within_problem_auc(training.rows, training.fit.scores)
     rows = _rows(out / "rows.jsonl")
     by_arm: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
@@ -174,7 +153,7 @@ def analyse(pools: Path, out: Path, budget: int) -> dict[str, Any]:
         "step_value": {"estimator": card.estimator, "n_prefixes": card.n_samples, "n_groups": card.n_groups,
                        "cv_auc": card.cv_auc, "cv_ece": card.cv_ece, "auc_by_step": card.extra["auc_by_depth"],
                        "within_problem_auc": within, "within_problem_pairs": pairs,
-                       "within_problem_auc_by_step": by_depth, "fit_seconds": card.fit_seconds},
+                       "fit_seconds": card.fit_seconds},
         "arms": arms,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()},
     }

@@ -16,6 +16,10 @@ Out of distribution: a scorer trained on all the GSM8K pools scores reasoning-gy
 problem it never saw; pools of 4 chains and 4 programs, the sweep below, resumable). Only problems with both
 pools complete are counted, and how many is recorded.
 
+Step value: the same chains of thought cut after each step, each prefix labelled by its sample's outcome
+(`ponder verifier train --level step`), cross-fitted by template: AUC over all prefixes and among one problem's
+prefixes at one step (the ranking beam search and particle filtering need). benchmarks/search.py runs the searches.
+
 Cost: fitting seconds against the sampling seconds of the training pools (the store's wall time), and re-scoring
 seconds per sample (teacher forcing, with and without the final hidden state) on a copy of one problem.
 """
@@ -136,6 +140,7 @@ def analyse(runs: Path, ood: Path | None, measure_rescoring: bool) -> dict[str, 
     }
     result["cost"]["fit_share_of_sampling"] = fit_seconds / (result["cost"]["sampling_seconds_per_sample"]
                                                              * card.n_samples)
+    result["step_value"] = step_value(chosen)
     if ood is not None and (ood / "store.sqlite").exists():
         result["out_of_distribution"] = out_of_distribution(training, ood)
     if measure_rescoring:
@@ -143,6 +148,17 @@ def analyse(runs: Path, ood: Path | None, measure_rescoring: bool) -> dict[str, 
     result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                          "load_average": list(os.getloadavg()), "date": time.strftime("%Y-%m-%d")}
     return result
+
+
+def step_value(run: Path) -> dict[str, Any]:
+    """The step-level value (ponder verifier train --level step) on the same pools, cross-fitted by template."""
+    from ponder.experiments.step_train import train_steps
+
+    t = train_steps([run], folds=5, seed=0)
+    card = t.scorer.card
+    return {"estimator": card.estimator, "n_prefixes": card.n_samples, "n_groups": card.n_groups,
+            "cv_auc": card.cv_auc, "cv_ece": card.cv_ece, "auc_by_step": card.extra["auc_by_depth"],
+            "within_problem_auc": t.within_problem_auc, "fit_seconds": card.fit_seconds}
 
 
 def out_of_distribution(training: Any, ood: Path) -> dict[str, Any]:

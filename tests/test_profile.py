@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from ponder.errors import InvalidParameter
 from ponder.profiling.ceilings import Ceilings
 from ponder.profiling.cost import kv_bytes_per_cell, kv_crossover_context, step_cost, weight_bytes
 from ponder.profiling.hardware import HARDWARE, Hardware, load_hardware
-from ponder.profiling.predict import StepModel, fit_step_model, validate, what_if
+from ponder.profiling.predict import Efficiency, StepModel, fit_step_model, validate, what_if
 from ponder.profiling.profile import ProfileError, build_profile, records
 from ponder.types import ModelInfo
 
@@ -45,9 +46,19 @@ def test_a_steps_bytes_are_the_weights_once_plus_each_sequences_kv() -> None:
     assert one.weight_bytes == eight.weight_bytes == weight_bytes(INFO) == 3e8  # shared by the batch
     assert eight.kv_bytes == pytest.approx(8 * one.kv_bytes, rel=1e-3)
     assert eight.flops > 7.9 * one.flops and eight.intensity > 5 * one.intensity  # batching buys intensity
+    assert one.decode_flops == 2 * INFO.n_params and one.prefill_flops == 0
+    assert one.decode_attention_flops == 2 * 24 * 14 * 64 * 1000
+    chunk = step_cost(_step(0, 0, prefill=512), INFO, KVCacheType.F16)
+    assert chunk.prefill_flops == 512 * 2 * INFO.n_params and chunk.decode_flops == 0
     # where KV reads pass the weights': 300 MB / (8 sequences x 12 KB a cell)
     assert kv_crossover_context(INFO, KVCacheType.F16, 8) == pytest.approx(3e8 / (8 * per_cell))
     assert kv_crossover_context(INFO, KVCacheType.Q4_0, 8) > kv_crossover_context(INFO, KVCacheType.F16, 8)
+
+
+def _truth(host: float = 0.001) -> StepModel:
+    """Weights streamed at 25 GB/s, KV at 25 GB/s, decode matmuls at 80 GFLOP/s, prefill at 200, attention at 10."""
+    return StepModel(constant_s=3e8 / 25e9 + host, host_s=host, weight_bytes=3e8,
+                     rates=(1 / 25e9, 1 / 80e9, 1 / 200e9, 1 / 10e9, 1 / 10e9))
 
 
 def _synthetic(truth: StepModel, n: int = 300, stalls: int = 6, seed: int = 0) -> list[StepRecord]:
@@ -63,13 +74,24 @@ def _synthetic(truth: StepModel, n: int = 300, stalls: int = 6, seed: int = 0) -
     return steps
 
 
+def test_host_time_is_measured_and_the_rest_of_the_constant_is_the_weights() -> None:
+    steps = _synthetic(_truth(host=0.0))
+    fitted = fit_step_model(steps, [step_cost(s, INFO, KVCacheType.F16) for s in steps])
+    assert fitted.host_s == pytest.approx(statistics.median(s.sample_s + s.other_s for s in steps))
+    assert fitted.weight_bandwidth == pytest.approx(3e8 / (fitted.constant_s - fitted.host_s))
+
+
 def test_the_step_model_is_recovered_and_validated_despite_stalls() -> None:
-    truth = StepModel(overhead_s=0.002, seconds_per_byte=1 / 25e9, seconds_per_flop=1 / 80e9)
+    truth = _truth()
     steps = _synthetic(truth)
     costs = [step_cost(s, INFO, KVCacheType.F16) for s in steps]
     fitted = fit_step_model(steps, costs)
-    assert fitted.achieved_bandwidth == pytest.approx(25e9, rel=0.1)
-    assert fitted.achieved_flops == pytest.approx(80e9, rel=0.1)
+    assert fitted.constant_s == pytest.approx(truth.constant_s, rel=0.1)
+    assert fitted.achieved("decode_flops") == pytest.approx(80e9, rel=0.1)
+    # KV bytes and decode attention both grow with the context alone: the fit may give either the time
+    cell, attended = kv_bytes_per_cell(INFO, KVCacheType.F16), 2 * 24 * 14 * 64  # per context token
+    per_token = fitted.rates[0] * cell + fitted.rates[3] * attended
+    assert per_token == pytest.approx(cell / 25e9 + attended / 10e9, rel=0.1)
     report = validate(steps, costs)
     assert report["relative_error"]["median"] < 0.03
     assert set(report["by_width"]) == {"1-1", "2-3", "4-7", "8-15", "16-16"}
@@ -77,20 +99,31 @@ def test_the_step_model_is_recovered_and_validated_despite_stalls() -> None:
 
 
 def test_what_if_names_the_binding_ceiling_and_what_does_not_fit() -> None:
-    model = StepModel(overhead_s=0.0, seconds_per_byte=1 / 15e9, seconds_per_flop=1 / 50e9)
     costs = [step_cost(_step(1, 512), INFO, KVCacheType.F16)] * 10
-    h200 = what_if(HARDWARE["h200"], model, CEILINGS, costs, decoded_tokens=10, peak_bytes=1e9, solved=5)
+    half = Efficiency(bandwidth=0.5, flops=0.5)
+    h200 = what_if(HARDWARE["h200"], half, 0.0, costs, decoded_tokens=10, peak_bytes=1e9, solved=5)
     assert h200.binding == "memory bandwidth"  # width 1: a few FLOPs per byte, far below the ridge
     # at half its bandwidth ceiling here, the engine is taken to read at half the H200's too: 2.4 TB/s
-    assert h200.seconds == pytest.approx(sum(c.bytes for c in costs) / 2.4e12, rel=0.05)
-    assert h200.shares["memory bandwidth"] > 0.9
+    assert h200.seconds == pytest.approx(sum(c.bytes for c in costs) / 2.4e12)
+    wide = [step_cost(_step(256, 16), INFO, KVCacheType.F16)] * 10  # many short sequences: FLOPs, not KV
+    assert what_if(HARDWARE["l4"], half, 0.0, wide, 2560, 1e9).binding == "compute"  # past the L4's ridge
+    hosted = what_if(HARDWARE["h200"], half, 0.01, costs, 10, 1e9)
+    assert hosted.binding == "host"  # 10 ms of Python a step is carried over: it dwarfs the H200's reads
     assert h200.usd_per_solved == pytest.approx(h200.usd / 5)
     tiny = Hardware("tiny", 1e9, 1e9, memory_bytes=1e8, usd_per_hour=1.0)
-    assert not what_if(tiny, model, CEILINGS, costs, 10, peak_bytes=1e9).fits_in_memory
+    assert not what_if(tiny, half, 0.0, costs, 10, peak_bytes=1e9).fits_in_memory
+
+
+def test_efficiency_is_the_best_share_of_the_ceilings_reached() -> None:
+    steps = [_step(1, 512, seconds=0.02), _step(8, 512, seconds=0.1)]
+    costs = [step_cost(s, INFO, KVCacheType.F16) for s in steps]
+    eff = Efficiency.of(steps, costs, CEILINGS)
+    best_bw = max(c.bytes / s.decode_s for s, c in zip(steps, costs, strict=True))
+    assert eff.bandwidth <= min(1.0, best_bw / CEILINGS.memory_bandwidth) and 0 < eff.flops <= 1
 
 
 def test_the_profile_document_is_complete_json_and_its_shares_add_up() -> None:
-    truth = StepModel(overhead_s=0.001, seconds_per_byte=1 / 20e9, seconds_per_flop=1 / 60e9)
+    truth = _truth()
     steps = [_step(4, 256, prefill=100, seconds=0.2), *_synthetic(truth, n=60, stalls=0)]
     doc = build_profile(steps, INFO, KVCacheType.F16, CEILINGS, [HARDWARE["h200"]], solved=2,
                         source={"kind": "test"})

@@ -15,7 +15,8 @@ def figures():
     return module
 
 
-@pytest.mark.parametrize("name", ["engine.json", "server.json", "ray.json", "quality.json", "verifier.json"])
+@pytest.mark.parametrize("name", ["engine.json", "server.json", "ray.json", "quality.json", "verifier.json",
+                                  "profile.json"])
 def test_the_readme_quotes_the_committed_benchmark(name):
     blocks = figures().blocks()
     assert name in blocks, f"benchmarks/results/{name} is missing"

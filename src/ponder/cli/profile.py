@@ -177,10 +177,15 @@ def _write(doc: dict[str, Any], out: Path) -> None:
     console.print(f"{t['steps']} steps, {t['decoded_tokens']} decoded and {t['prefill_tokens']} prefilled tokens in "
                   f"{t['seconds']:.1f} s: {share}")
     m, v = doc["step_model"], doc["step_model"]["validation"]
-    bw = f"{m['achieved_bandwidth'] / 1e9:.1f} GB/s" if m["achieved_bandwidth"] else "n/a"
-    console.print(f"step model: {1e3 * m['overhead_s']:.2f} ms + bytes at {bw} + FLOPs at "
-                  f"{(m['achieved_flops'] or 0) / 1e9:.1f} GFLOP/s; held-out error median "
-                  f"{100 * (v.get('relative_error') or {}).get('median', float('nan')):.1f}%")
+
+    def rate(x: float | None, unit: str) -> str:
+        return "n/a" if x is None else f"{x / 1e9:.1f} {unit}"
+
+    a = m["achieved"]
+    console.print(f"step model: weights at {rate(m['weight_bandwidth'], 'GB/s')}, decode at "
+                  f"{rate(a['decode_flops'], 'GFLOP/s')}, prefill at {rate(a['prefill_flops'], 'GFLOP/s')}, "
+                  f"attention at {rate(a['decode_attention_flops'], 'GFLOP/s')}, host {1e3 * m['host_s']:.2f} ms; "
+                  f"held-out error median {100 * (v.get('relative_error') or {}).get('median', float('nan')):.1f}%")
     table = Table(title="what-if hardware (same workload, this engine's efficiency)")
     for col in ("hardware", "tok/s", "seconds", "USD", "USD / solved", "binding", "fits"):
         table.add_column(col, justify="right")

@@ -78,6 +78,24 @@ def step_rows(runs: Sequence[str | Path], max_depth: int = MAX_DEPTH) -> tuple[S
     return StepRows(tuple(X), tuple(labels), tuple(groups), tuple(depths), tuple(pids)), infos
 
 
+def within_problem_auc(rows: StepRows, scores: Sequence[float], max_depth: int = 4) -> tuple[float, int]:
+    """AUC over pairs of prefixes of one problem at one step (steps beyond `max_depth` pooled): how well a
+    problem's own prefixes are ranked, which is what a search needs (the overall AUC also rewards knowing which
+    problems are hard). Returns the AUC and the number of pairs."""
+    by: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for i, (pid, depth) in enumerate(zip(rows.problem_ids, rows.depths, strict=True)):
+        by[(pid, min(depth, max_depth))].append(i)
+    wins = pairs = 0.0
+    for members in by.values():
+        pos = [scores[i] for i in members if rows.labels[i]]
+        neg = [scores[i] for i in members if not rows.labels[i]]
+        for a in pos:
+            for b in neg:
+                pairs += 1
+                wins += 1.0 if a > b else 0.5 if a == b else 0.0
+    return (wins / pairs if pairs else math.nan), int(pairs)
+
+
 @dataclass(frozen=True)
 class StepTraining:
     scorer: Scorer
@@ -85,6 +103,8 @@ class StepTraining:
     rows: StepRows
     auc_by_depth: dict[int, float]
     """Cross-fitted AUC of the prefixes cut after step d (the last bucket holds every deeper cut)."""
+    within_problem_auc: float
+    """Cross-fitted AUC among one problem's prefixes at one step (within_problem_auc)."""
 
     def fold_scorer(self, group: str) -> Scorer:
         """The scorer of the fold that held `group` out (for searching problems the scorer was trained on)."""
@@ -107,11 +127,13 @@ def train_steps(runs: Sequence[str | Path], *, folds: int = 5, seed: int = 0,
     for d in (1, 2, 3, 4):
         keep = [i for i, depth in enumerate(rows.depths) if (depth == d if d < 4 else depth >= d)]
         by_depth[d] = auc([rows.labels[i] for i in keep], [fit.scores[i] for i in keep]) if keep else math.nan
+    within, _ = within_problem_auc(rows, fit.scores)
     card = ScorerCard(features=STEP_FEATURES, model_name=infos[0].model_name, model_sha256=infos[0].model_sha256,
                       estimator=fit.chosen, training_runs=tuple(vars(i) for i in infos), cv_auc=fit.auc,
                       cv_brier=fit.brier, cv_ece=fit.ece, n_samples=len(rows.labels),
                       n_groups=len(set(rows.groups)), fit_seconds=fit.seconds + time.monotonic() - start,
                       extra={"family_auc": dict(fit.family_auc), "folds": folds, "seed": seed,
-                             "auc_by_depth": {str(k): v for k, v in by_depth.items()}},
+                             "auc_by_depth": {str(k): v for k, v in by_depth.items()},
+                             "within_problem_auc": within},
                       level=ScorerLevel.STEP)
-    return StepTraining(Scorer(card, final), fit, rows, by_depth)
+    return StepTraining(Scorer(card, final), fit, rows, by_depth, within)

@@ -21,9 +21,28 @@ from ponder.types import ModelInfo
 
 @dataclass(frozen=True)
 class StepCost:
-    flops: float
+    decode_flops: float
+    """2N per decoded token: the weight matmuls of the decode rows (matrix-vector products, one per sequence)."""
+    prefill_flops: float
+    """2N per prefilled token (matrix-matrix products: a kernel of their own)."""
+    decode_attention_flops: float
+    """2 * n_layers * d_attn per position a decoded token attends to: scores and values."""
+    prefill_attention_flops: float
     weight_bytes: float
     kv_bytes: float
+
+    @property
+    def attention_flops(self) -> float:
+        return self.decode_attention_flops + self.prefill_attention_flops
+
+    @property
+    def flops(self) -> float:
+        return self.decode_flops + self.prefill_flops + self.attention_flops
+
+    def columns(self) -> tuple[float, ...]:
+        """What the step-time model weighs, in predict.TERMS order after the constant."""
+        return (self.kv_bytes, self.decode_flops, self.prefill_flops, self.decode_attention_flops,
+                self.prefill_attention_flops)
 
     @property
     def bytes(self) -> float:
@@ -45,10 +64,11 @@ def weight_bytes(info: ModelInfo) -> float:
 
 def step_cost(step: StepRecord, info: ModelInfo, kv: KVCacheType) -> StepCost:
     tokens = step.width + step.prefill_tokens
-    attended = step.context_sum + step.prefill_context_sum
-    flops = 2.0 * info.n_params * tokens + 2.0 * info.n_layers * attention_width(info) * attended
     cells = step.context_sum + step.prefill_kv_tokens + tokens
-    return StepCost(flops, weight_bytes(info), cells * kv_bytes_per_cell(info, kv))
+    attention = 2.0 * info.n_layers * attention_width(info)
+    return StepCost(2.0 * info.n_params * step.width, 2.0 * info.n_params * step.prefill_tokens,
+                    attention * step.context_sum, attention * step.prefill_context_sum, weight_bytes(info),
+                    cells * kv_bytes_per_cell(info, kv))
 
 
 def kv_crossover_context(info: ModelInfo, kv: KVCacheType, width: int) -> float:

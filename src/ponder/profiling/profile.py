@@ -13,10 +13,13 @@ Fields (every time in seconds, bytes in bytes, rates per second):
 - `steps`: one row per step with what was measured (width, prefill_tokens, context_sum, context_max, kv_cells,
   seconds, decode_s, sample_s, other_s) and derived (flops, weight_bytes, kv_bytes, intensity, achieved_flops,
   achieved_bandwidth);
-- `step_model`: the fitted `overhead_s`, `achieved_bandwidth`, `achieved_flops`, the shares of the ceilings they
-  are, and `validation` (predict.validate);
+- `step_model` (predict.py): `constant_s` (weights streamed plus host, per step), `host_s`, `weight_bandwidth`,
+  `achieved` (per unit of each term: kv_bytes in B/s, decode_flops, prefill_flops, decode_attention_flops and
+  prefill_attention_flops in FLOP/s; null where the fit gave the term no time), `share_of_ceiling` of each, and
+  `validation` (predict.validate);
 - `kv_crossover_context`: per decode width, the context per sequence beyond which KV reads exceed weight reads;
-- `what_if`: per hardware, predicted `seconds`, `tokens_per_second`, `usd`, `usd_per_solved`, the `binding`
+- `efficiency`: the shares of the bandwidth and FLOP/s ceilings the engine reached (predict.Efficiency);
+- `what_if`: per hardware, by the roofline at those shares, predicted `seconds`, `tokens_per_second`, `usd`, `usd_per_solved`, the `binding`
   ceiling, the time `shares` and whether the weights and peak KV cache fit in its memory.
 
 This module owns the document and reading steps back; the arithmetic is cost.py's and predict.py's.
@@ -36,7 +39,7 @@ from ponder.errors import PonderError
 from ponder.profiling.ceilings import Ceilings
 from ponder.profiling.cost import kv_bytes_per_cell, kv_crossover_context, step_cost, weight_bytes
 from ponder.profiling.hardware import Hardware
-from ponder.profiling.predict import fit_step_model, validate, what_if
+from ponder.profiling.predict import RATES, Efficiency, fit_step_model, validate, what_if
 from ponder.types import ModelInfo
 
 FORMAT = "ponder-profile/1"
@@ -79,6 +82,7 @@ def build_profile(steps: Sequence[StepRecord], info: ModelInfo, kv: KVCacheType,
         raise ProfileError("no engine steps were recorded: the workload decoded nothing")
     costs = [step_cost(s, info, kv) for s in steps]
     model = fit_step_model(steps, costs)
+    efficiency = Efficiency.of(steps, costs, ceilings)
     decoded = sum(s.width for s in steps)
     prefilled = sum(s.prefill_tokens for s in steps)
     total = sum(s.seconds for s in steps)
@@ -94,7 +98,8 @@ def build_profile(steps: Sequence[StepRecord], info: ModelInfo, kv: KVCacheType,
     rows = []
     for s, c in zip(steps, costs, strict=True):
         rows.append({**{k: v for k, v in s.to_dict().items() if k != "start"}, "seconds": s.seconds,
-                     "flops": c.flops, "weight_bytes": c.weight_bytes, "kv_bytes": c.kv_bytes,
+                     "flops": c.flops, "attention_flops": c.attention_flops, "weight_bytes": c.weight_bytes,
+                     "kv_bytes": c.kv_bytes,
                      "intensity": c.intensity, "achieved_flops": c.flops / s.decode_s if s.decode_s else None,
                      "achieved_bandwidth": c.bytes / s.decode_s if s.decode_s else None})
     peak_bytes = weight_bytes(info) + peak_cells * kv_bytes_per_cell(info, kv)
@@ -114,11 +119,15 @@ def build_profile(steps: Sequence[StepRecord], info: ModelInfo, kv: KVCacheType,
         "width_histogram": dict(sorted(Counter(s.width for s in steps).items())),
         "steps": rows,
         "host_share_by_width": host_share_by_width(steps),
-        "step_model": {"overhead_s": model.overhead_s, "achieved_bandwidth": _finite(model.achieved_bandwidth),
-                       "achieved_flops": _finite(model.achieved_flops),
-                       "bandwidth_share_of_ceiling": _finite(model.achieved_bandwidth / ceilings.memory_bandwidth),
-                       "flops_share_of_ceiling": _finite(model.achieved_flops / ceilings.flops),
+        "step_model": {"constant_s": model.constant_s, "host_s": model.host_s,
+                       "weight_bandwidth": _finite(model.weight_bandwidth),
+                       "weight_bandwidth_share_of_ceiling": _finite(model.weight_bandwidth / ceilings.memory_bandwidth),
+                       "achieved": {name: _finite(model.achieved(name)) for name in RATES},
+                       "share_of_ceiling": {name: _finite(model.achieved(name) / (
+                           ceilings.memory_bandwidth if name == "kv_bytes" else ceilings.flops)) for name in RATES},
                        "validation": validate(steps, costs)},
         "kv_crossover_context": {str(w): kv_crossover_context(info, kv, w) for w in (1, 2, 4, 8, 16)},
-        "what_if": [asdict(what_if(hw, model, ceilings, costs, decoded, peak_bytes, solved)) for hw in hardware],
+        "efficiency": asdict(efficiency),
+        "what_if": [asdict(what_if(hw, efficiency, model.host_s, costs, decoded, peak_bytes, solved))
+                    for hw in hardware],
     }

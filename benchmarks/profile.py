@@ -1,0 +1,186 @@
+"""Profile benchmark: the step-time model against measured steps, where a decode step's time goes, and what the
+prefix cache saves beam search and budget forcing; writes benchmarks/results/profile.json.
+
+    .venv/bin/python benchmarks/profile.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--threads 2]
+
+Per model:
+  calibration  `ponder profile --calibrate`'s grid (widths 1, 2, 4, 8, 16; prompts of 128, 1024, 2048 and 4096
+               tokens; 32 new tokens each, one request at a time): the step model fitted on every other step and
+               checked on the rest (median and 90th percentile relative error, by width and by context), the
+               share of a decode step outside llama_decode (sampling and Python) at each width, and the what-if
+               hardware;
+  cached prefix cost  width-1 decode steps with two ~2.7k-token prefixes in the prefix cache against an empty one
+               (llama.cpp's unified KV cache: a step's attention spans every cell in use, cached ones included);
+  prefixes     beam_search (budget 4: 2 beams x 2 expansions, 4 steps of at most 64 tokens) and budget_forcing
+               (budget 2: 128 thinking tokens, at least 96, so a "Wait" is forced) on the first GSM8K problem,
+               once with the prefix cache and once without: prompt tokens prefilled per engine step and in all.
+Run it on an otherwise idle machine: the step times are the measurement (the load is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ponder.benchmarking import write_result
+
+HERE = Path(__file__).parent
+
+
+KEPT = ("totals", "step_model", "efficiency", "host_share_by_width", "kv_crossover_context", "what_if", "machine",
+        "kv_cells", "kv_cache_type")
+
+
+def calibration(model: str, threads: int, out: Path) -> dict[str, Any]:
+    ponder = str(Path(sys.executable).with_name("ponder"))
+    cmd = [ponder, "profile", "--model", model, "--calibrate", "--n-threads", str(threads), "--out", str(out)]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    doc = json.loads((out / "profile.json").read_text())
+    return {k: doc[k] for k in KEPT}
+
+
+def reanalysed(out: Path) -> dict[str, Any]:
+    """The calibration section again from a saved profile.json's measured steps (the derivation, not the
+    measurement, changed)."""
+    from dataclasses import fields, replace
+
+    from ponder.backends.steptrace import StepRecord
+    from ponder.compute import KVCacheType
+    from ponder.models import resolve
+    from ponder.models.gguf import model_info
+    from ponder.profiling.ceilings import Ceilings
+    from ponder.profiling.hardware import load_hardware
+    from ponder.profiling.profile import build_profile, records
+
+    doc = json.loads((out / "profile.json").read_text())
+    names = {f.name for f in fields(StepRecord)}
+    steps = records([{"start": 0.0, **{k: v for k, v in r.items() if k in names}} for r in doc["steps"]], str(out))
+    info = replace(model_info(resolve(doc["model"]["name"])), name=doc["model"]["name"],
+                   sha256=doc["model"]["sha256"])
+    fresh = build_profile(steps, info, KVCacheType(doc["kv_cache_type"]), Ceilings(**doc["machine"]),
+                          [load_hardware(w["hardware"]) for w in doc["what_if"]], None, doc["source"])
+    (out / "profile.json").write_text(json.dumps(fresh, indent=1) + "\n")
+    return {k: fresh[k] for k in KEPT}
+
+
+async def prefixes(model: str, threads: int) -> dict[str, Any]:
+    from ponder.backends.factory import open_backend
+    from ponder.ledger import Ledger
+    from ponder.strategies import at_budget
+    from ponder.strategies.build import build_strategy
+    from ponder.tasks import load_task
+
+    problems = load_task("gsm8k").problems(1)
+    out: dict[str, Any] = {}
+    settings = {"beam_search": {"seed": 0, "max_steps": 4, "max_step_tokens": 64},
+                "budget_forcing": {"seed": 0, "min_thinking_tokens": 96, "base_thinking_tokens": 64}}
+    for name, budget in (("beam_search", 4), ("budget_forcing", 2)):
+        for cached in (True, False):
+            backend = open_backend(model, trace=True, n_threads=threads, cache_entries=8 if cached else 0)
+            try:
+                strategy = at_budget(build_strategy(name, settings[name]), budget)
+                for p in problems:
+                    await strategy.solve(p, backend, Ledger())
+                steps = backend.steps.take()
+                stats = backend.stats
+            finally:
+                backend.close()
+            prefill_steps = [s.prefill_tokens for s in steps if s.prefill_tokens]
+            out[f"{name}/{'cache' if cached else 'no_cache'}"] = {
+                "prefilled_tokens": stats["prefilled_tokens"], "decoded_tokens": stats["decoded_tokens"],
+                "cache_hits": stats["cache_hits"], "steps": len(steps), "steps_with_prefill": len(prefill_steps),
+                "prefill_tokens_per_prefill_step": sum(prefill_steps) / max(1, len(prefill_steps)),
+                "seconds": sum(s.seconds for s in steps)}
+        on, off = out[f"{name}/cache"], out[f"{name}/no_cache"]
+        out[f"{name}/prefill_saved"] = 1 - on["prefilled_tokens"] / max(1, off["prefilled_tokens"])
+    return out
+
+
+FILLER = "The quick brown fox jumps over the lazy dog while the river keeps flowing past the mill. " * 150
+
+
+async def cached_prefix_cost(model: str, threads: int, reps: int = 2) -> dict[str, Any]:
+    """Width-1 decode steps with two ~2.7k-token prefixes held in the prefix cache against none (interleaved):
+    in llama.cpp's unified KV cache a step's attention spans the cells in use, cached prefixes included."""
+    from statistics import median
+
+    from ponder.backends.factory import open_backend
+    from ponder.types import Message, SamplingParams
+
+    ms: dict[str, list[float]] = {"cached_prefixes": [], "empty_cache": []}
+    cells: dict[str, int] = {}
+    for _ in range(reps):
+        for key, entries in (("cached_prefixes", 8), ("empty_cache", 0)):
+            backend = open_backend(model, trace=True, n_threads=threads, cache_entries=entries)
+            try:
+                for i in range(2):
+                    await backend.generate([Message("user", f"{i} {FILLER}")], SamplingParams(max_tokens=1,
+                                                                                               temperature=0.0))
+                backend.steps.take()
+                await backend.generate([Message("user", "Write a long story about a dragon.")],
+                                       SamplingParams(max_tokens=128, temperature=0.7, seed=1))
+                steps = [s for s in backend.steps.take() if s.width == 1 and not s.prefill_tokens]
+            finally:
+                backend.close()
+            ms[key].append(1000 * median(s.seconds for s in steps))
+            cells[key] = max(s.kv_cells for s in steps)
+    on, off = median(ms["cached_prefixes"]), median(ms["empty_cache"])
+    return {"step_ms": ms, "kv_cells": cells, "median_step_ms": {"cached_prefixes": on, "empty_cache": off},
+            "slowdown": on / off}
+
+
+def summarise(result: dict[str, Any]) -> None:
+    v = {m: e["calibration"]["step_model"]["validation"] for m, e in result["models"].items()}
+    result["step_model_error"] = {m: {"median": x["relative_error"]["median"], "p90": x["relative_error"]["p90"],
+                                      "worst_bucket_median": max(b["median"] for group in ("by_width", "by_context")
+                                                                 for b in x[group].values())}
+                                  for m, x in v.items()}
+    result["host_share_at_width_8"] = {m: e["calibration"]["host_share_by_width"].get("8")
+                                       for m, e in result["models"].items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=Path("runs/profile"))
+    ap.add_argument("--analyse-only", action="store_true", help="Derive again from the saved calibration steps and "
+                    "keep the measured prefix figures (after a change to the derivation).")
+    args = ap.parse_args()
+    out = HERE / "results" / "profile.json"
+    if args.analyse_only:
+        result = json.loads(out.read_text())
+        for model, entry in result["models"].items():
+            entry["calibration"] = reanalysed(args.work / model)
+    else:
+        result = {"benchmark": "profile", "models": {}, "load_before": os.getloadavg()}
+        for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+            start = time.monotonic()
+            entry = {"calibration": calibration(model, args.threads, args.work / model)}
+            entry["prefixes"] = asyncio.run(prefixes(model, args.threads))
+            entry["cached_prefix_cost"] = asyncio.run(cached_prefix_cost(model, args.threads))
+            entry["seconds"] = time.monotonic() - start
+            result["models"][model] = entry
+            write_result(result, out)  # a stopped run keeps the models it finished
+        result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load_after": os.getloadavg(),
+                             "date": time.strftime("%Y-%m-%d %H:%M")}
+    summarise(result)
+    path = write_result(result, out)
+    print(json.dumps({k: result[k] for k in ("step_model_error", "host_share_at_width_8")}, indent=1))
+    for m, e in result["models"].items():
+        print(m, {k: v for k, v in e["prefixes"].items() if k.endswith("prefill_saved")},
+              f"cached-prefix slowdown at width 1: {e['cached_prefix_cost']['slowdown']:.2f}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
