@@ -19,8 +19,9 @@ Fields (every time in seconds, bytes in bytes, rates per second):
   `validation` (predict.validate);
 - `kv_crossover_context`: per decode width, the context per sequence beyond which KV reads exceed weight reads;
 - `efficiency`: the shares of the bandwidth and FLOP/s ceilings the engine reached (predict.Efficiency);
-- `what_if`: per hardware, by the roofline at those shares, predicted `seconds`, `tokens_per_second`, `usd`, `usd_per_solved`, the `binding`
-  ceiling, the time `shares` and whether the weights and peak KV cache fit in its memory.
+- `what_if`: per hardware, by the roofline at those shares, predicted `seconds`, `tokens_per_second`, `usd`,
+  `usd_per_solved`, the `binding` term (host, memory bandwidth or compute), the time `shares` and whether the
+  weights and peak KV cache fit in its memory.
 
 This module owns the document and reading steps back; the arithmetic is cost.py's and predict.py's.
 """
