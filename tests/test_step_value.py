@@ -140,3 +140,13 @@ def test_search_follows_the_step_value_to_the_agreed_result(tmp_path, strategy) 
     backend = ScriptedBackend(script, model="m")
     result = asyncio.run(replace(strategy, verifier=f"step_value:{path}").solve(problem, backend, Ledger()))
     assert result.answer == "63"
+
+
+def test_serve_checks_a_step_file_at_start_under_the_verifier_that_reads_it(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    path = _step_scorer().save(tmp_path / "steps.json")
+    result = CliRunner().invoke(app, ["serve", "--model", "scripted", "--verifier", f"learned:{path}"])
+    assert result.exit_code != 0 and "use it as step_value:" in " ".join(result.output.split())

@@ -86,8 +86,9 @@ def serve(
     strict_model: bool = typer.Option(False, "--strict-model", help="404 for a model name this server lacks."),
     policy: Path | None = typer.Option(None, "--policy", help="A compute-optimal policy.json from `ponder report`: "
                                        "applied per request for reasoning_effort \"auto\"."),
-    verifier: list[str] = typer.Option([], "--verifier", help="Load a verifier with a file, e.g. learned:scorer.json "
-                                       "(from `ponder verifier train`); clients ask for it by name (\"learned\")."),
+    verifier: list[str] = typer.Option([], "--verifier", help="Load a verifier with a file: learned:scorer.json "
+                                       "(`ponder verifier train`) or step_value:steps.json (--level step); clients "
+                                       "ask for it by name (\"learned\", \"step_value\")."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for a local model."),
     n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context window for a local model."),
     ray: bool = typer.Option(False, "--ray", help="Serve through --replicas Ray actors, each with its own backend "
@@ -141,17 +142,17 @@ def serve(
 def operator_verifiers(specs: list[str], backend: Any) -> dict[str, str]:
     """NAME:FILE specs by NAME, each checked now (the file loads, and was made for this model), not per request."""
     from ponder.registry import VERIFIERS
-    from ponder.verifiers.scorer import load_scorer
+    from ponder.verifiers.base import build_verifier
 
     out: dict[str, str] = {}
     for spec in specs:
         name, sep, path = spec.partition(":")
         if not sep or not path or name not in VERIFIERS:
-            raise InvalidParameter("verifier", spec, "use NAME:FILE, e.g. learned:scorer.json")
-        if name == "learned":
-            info = getattr(backend, "info", None)
-            load_scorer(path, getattr(info, "sha256", None), getattr(backend, "model", None))
-        out[name] = f"{name}:{Path(path).expanduser().resolve()}"
+            raise InvalidParameter("verifier", spec, "use NAME:FILE, e.g. learned:scorer.json or "
+                                   "step_value:steps.json")
+        resolved = f"{name}:{Path(path).expanduser().resolve()}"
+        build_verifier(resolved, backend)  # loads the file and checks it against this model, once, at start
+        out[name] = resolved
     return out
 
 

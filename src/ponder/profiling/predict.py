@@ -42,7 +42,7 @@ RATES = ("kv_bytes", "decode_flops", "prefill_flops", "decode_attention_flops", 
 @dataclass(frozen=True)
 class StepModel:
     constant_s: float
-    """Seconds every step pays: the weights streamed, and the host's mean share."""
+    """Seconds every step pays: the weights streamed, and the host's time."""
     host_s: float
     """The measured median of sampling and Python per step (part of constant_s)."""
     weight_bytes: float
