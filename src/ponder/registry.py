@@ -96,4 +96,5 @@ TASKS = Registry("task", {
     "humaneval": "ponder.tasks.humaneval:HumanEval",
     "champ": "ponder.tasks.champ:Champ",
     "jsonl": "ponder.tasks.jsonl:JsonlTask",
+    "open": "ponder.tasks.open:OpenPrompts",
 })

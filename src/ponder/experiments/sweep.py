@@ -168,11 +168,19 @@ def _scales(name: str) -> bool:
     return callable(getattr(STRATEGIES.get(name), "at_budget", None))
 
 
-def _check_kind(name: str, problem: Problem) -> None:
+def takes(name: str, kind: str) -> bool:
+    """Does strategy `name` take problems of `kind`? (a strategy without `problem_kinds` takes every kind)"""
     kinds = getattr(STRATEGIES.get(name), "problem_kinds", None)
-    if kinds is not None and problem.kind not in kinds:
+    return kinds is None or kind in kinds
+
+
+def _check_kind(name: str, problem: Problem) -> None:
+    if not takes(name, problem.kind):
+        kinds = STRATEGIES.get(name).problem_kinds
+        fit = ", ".join(n for n in STRATEGIES.names() if takes(n, problem.kind))
         raise InvalidParameter("strategies", name, f"{problem.id} is a {problem.kind} problem and {name} takes "
-                               f"only {', '.join(kinds)} problems: drop it from --strategies for this task")
+                               f"only {', '.join(kinds)} problems: drop it from --strategies for this task "
+                               f"(strategies that take {problem.kind} problems: {fit})")
 
 
 def stable_seed(*parts: object) -> int:

@@ -38,6 +38,8 @@ class AdaptiveConsistency(Sampled):
     """Self-consistency that stops early once the majority is settled (Aggarwal et al. 2023)."""
 
     name: ClassVar[str] = "adaptive_consistency"
+    problem_kinds: ClassVar[tuple[str, ...]] = ("math", "code")
+    """It compares answers for equality (or needs a final-answer line): open prompts have neither."""
     pooled: ClassVar[tuple[Pooled, ...]] = ()  # set below the class: its stopping rule is the class's own
     paper: ClassVar[str] = ("Aggarwal et al. 2023, Let's Sample Step by Step: Adaptive-Consistency (arXiv:2305.11860); "
                             "Fu et al. 2024, Dynasor / Efficiently Serving LLM Reasoning Programs with Certaindex "

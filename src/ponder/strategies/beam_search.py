@@ -73,6 +73,8 @@ class BeamSearch:
     """
 
     name: ClassVar[str] = "beam_search"
+    problem_kinds: ClassVar[tuple[str, ...]] = ("math", "code")
+    """It compares answers for equality (or needs a final-answer line): open prompts have neither."""
 
     beam_width: int = 2
     """Active beams kept after each step (Snell et al. 2024 keep N/M of N candidates); DVTS: the number of subtrees."""

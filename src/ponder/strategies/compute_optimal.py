@@ -59,6 +59,8 @@ class ComputeOptimal:
     """Probe, bin by agreement, run the policy's choice for the bin (Snell et al. 2024, compute-optimal scaling)."""
 
     name: ClassVar[str] = "compute_optimal"
+    problem_kinds: ClassVar[tuple[str, ...]] = ("math", "code")
+    """It compares answers for equality (or needs a final-answer line): open prompts have neither."""
     paper: ClassVar[str] = "Snell et al. 2024, Scaling LLM Test-Time Compute Optimally (arXiv:2408.03314)"
 
     policy: str

@@ -63,6 +63,8 @@ class ParticleFiltering:
     """Step-level particle filtering guided by a step verifier (Puri et al. 2025)."""
 
     name: ClassVar[str] = "particle_filtering"
+    problem_kinds: ClassVar[tuple[str, ...]] = ("math", "code")
+    """It compares answers for equality (or needs a final-answer line): open prompts have neither."""
     paper: ClassVar[str] = ("Puri et al. 2025, A Probabilistic Inference Approach to Inference-Time Scaling of LLMs "
                             "using Particle-Based Monte Carlo Methods (arXiv:2502.01618)")
 

@@ -51,6 +51,8 @@ class SelfConsistency(Sampled):
     """Sample n solutions, vote on the answers (Wang et al. 2022, "Self-Consistency Improves Chain of Thought")."""
 
     name: ClassVar[str] = "self_consistency"
+    problem_kinds: ClassVar[tuple[str, ...]] = ("math", "code")
+    """It compares answers for equality (or needs a final-answer line): open prompts have neither."""
     paper: ClassVar[str] = "Wang et al. 2022, Self-Consistency Improves Chain of Thought Reasoning (arXiv:2203.11171)"
     pooled: ClassVar[tuple[Pooled, ...]] = (Pooled("self_consistency", ("cot",), majority),)
 
