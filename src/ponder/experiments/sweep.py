@@ -178,7 +178,8 @@ def _check_kind(name: str, problem: Problem) -> None:
     if not takes(name, problem.kind):
         kinds = STRATEGIES.get(name).problem_kinds
         fit = ", ".join(n for n in STRATEGIES.names() if takes(n, problem.kind))
-        raise InvalidParameter("strategies", name, f"{problem.id} is a {problem.kind} problem and {name} takes "
+        article = "an" if problem.kind[0] in "aeiou" else "a"
+        raise InvalidParameter("strategies", name, f"{problem.id} is {article} {problem.kind} problem and {name} takes "
                                f"only {', '.join(kinds)} problems: drop it from --strategies for this task "
                                f"(strategies that take {problem.kind} problems: {fit})")
 
