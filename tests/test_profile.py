@@ -211,3 +211,17 @@ def test_the_engine_records_every_step_of_a_real_model() -> None:
     assert widest[-1].context_max > widest[0].context_max  # contexts grow as the samples decode
     assert max(s.kv_cells for s in steps) >= steps[0].prefill_tokens + 4 * 20
     assert not math.isnan(sum(s.seconds for s in steps))
+
+
+def test_a_kv_cache_type_is_refused_where_the_engine_is_not_ponders(tmp_path) -> None:
+    from ponder.backends.factory import open_backend
+
+    with pytest.raises(InvalidParameter, match="applies to a local model"):
+        open_backend("scripted", kv_cache_type=KVCacheType.Q4_0)
+    with pytest.raises(InvalidParameter, match="applies to a local model"):
+        open_backend("http://localhost:9/v1#m", trace=True)
+    code, out = _cli("ask", "What is 2+2?", "--model", "scripted", "--kv-cache-type", "q8_0")
+    assert code == 2 and "kv_cache_type='q8_0'" in out
+    code, out = _cli("serve", "--model", "scripted", "--upstream", "http://localhost:9/v1", "--kv-cache-type", "q4_0")
+    assert code != 0 and "kv-cache-type" in out
+    assert open_backend("scripted", kv_cache_type="f16") is not None  # the default is no request at all

@@ -54,6 +54,16 @@ _OPENERS: tuple[tuple[Callable[[str], bool], Callable[..., Backend]], ...] = (
 )
 
 
+LOCAL_ONLY = ("kv_cache_type", "trace")
+"""Options only ponder's own engine has."""
+
+
+def is_local(spec: str) -> bool:
+    """Does `spec` name a model ponder runs itself (a catalogue name or a .gguf path)?"""
+    spec = str(spec).strip()
+    return spec != "scripted" and not _is_url(spec)
+
+
 def open_backend(spec: str, **opts: Any) -> Backend:
     """The backend for `spec` ("scripted", "http(s)://host/v1#model", a catalogue name, or a .gguf path).
 
@@ -62,6 +72,15 @@ def open_backend(spec: str, **opts: Any) -> Backend:
     model name, ModelNotFound / CorruptModel for a bad path.
     """
     spec = str(spec).strip()
+    given = [k for k in LOCAL_ONLY if opts.get(k) not in (None, False, "f16")]
+    if given and not is_local(spec):
+        from ponder.errors import InvalidParameter
+
+        value = opts[given[0]]
+        raise InvalidParameter(given[0], getattr(value, "value", value), f"it applies to a local model (a catalogue name or a "
+                               f".gguf path), not {spec!r}")
+    if not is_local(spec):  # their defaults ask for nothing another backend lacks
+        opts = {k: v for k, v in opts.items() if k not in LOCAL_ONLY}
     for matches, opener in _OPENERS:
         if matches(spec):
             return opener(spec, **opts)

@@ -24,7 +24,7 @@ from rich.table import Table
 from ponder.backends.overrides import Overrides, WithOverrides
 from ponder.cli import app
 from ponder.cli.live import live_line
-from ponder.compute import ComputeReport
+from ponder.compute import ComputeReport, KVCacheType
 from ponder.errors import InvalidParameter, PonderError, UnknownName
 from ponder.ledger import Budget, Ledger
 from ponder.strategies.build import build_strategy
@@ -85,6 +85,8 @@ def ask(
     param: list[str] = typer.Option([], "--param", "-p", help="Any other strategy parameter, as NAME=VALUE."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for a local model."),
     n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context window for a local model."),
+    kv_cache_type: KVCacheType | None = typer.Option(None, "--kv-cache-type", help="A local model's KV cache: f16 "
+                                                     "(default), q8_0 or q4_0."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Answer QUESTION with a test-time-compute strategy; show the candidates, the votes or scores, and the cost."""
@@ -96,7 +98,8 @@ def ask(
         err_console.print("[bold red]error:[/] the question is empty: give the question to answer as the argument")
         raise typer.Exit(2)
     options = {"n": n, "temperature": temperature, "max_tokens": max_tokens, "verifier": verifier, "seed": seed}
-    backend_options = {k: v for k, v in (("n_threads", threads), ("n_ctx", n_ctx)) if v is not None}
+    backend_options = {k: v for k, v in (("n_threads", threads), ("n_ctx", n_ctx), ("kv_cache_type", kv_cache_type))
+                       if v is not None}
     try:
         built = build_strategy(name, options, param)
         budget = Budget(tokens=budget_tokens, usd=budget_usd)

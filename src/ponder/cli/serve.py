@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from ponder.cli import app
+from ponder.compute import KVCacheType
 from ponder.errors import InvalidParameter, PonderError
 
 err_console = Console(stderr=True)
@@ -41,10 +42,13 @@ def parse_efforts(items: list[str]) -> dict[str, Any]:
 
 
 def open_server_backend(model: str, upstream: str | None, upstream_model: str | None, upstream_key_env: str,
-                        threads: int | None, n_ctx: int | None, ray: Any = None) -> Any:
+                        threads: int | None, n_ctx: int | None, ray: Any = None, kv_cache_type: Any = None) -> Any:
     """The backend to serve: the upstream server if given, else the local model; on Ray replicas if `ray`."""
     from ponder.backends.factory import open_backend
 
+    if kv_cache_type is not None and (upstream or ray is not None):
+        raise InvalidParameter("kv-cache-type", kv_cache_type.value, "it applies to the local engine served in this "
+                               "process: drop it with --upstream or --ray")
     if ray is not None:  # K actors, each opening its own replica of the same spec
         from ponder.distributed.launch import open_ray_backend
 
@@ -53,7 +57,8 @@ def open_server_backend(model: str, upstream: str | None, upstream_model: str | 
         return open_ray_backend(model, ray, threads, n_ctx=n_ctx)
     if upstream:
         return open_backend(upstream, model=upstream_model or model, api_key_env=upstream_key_env)
-    options = {k: v for k, v in (("n_threads", threads), ("n_ctx", n_ctx)) if v is not None}
+    options = {k: v for k, v in (("n_threads", threads), ("n_ctx", n_ctx), ("kv_cache_type", kv_cache_type))
+               if v is not None}
     return open_backend(model, **options)
 
 
@@ -91,6 +96,8 @@ def serve(
                                        "ask for it by name (\"learned\", \"step_value\")."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for a local model."),
     n_ctx: int | None = typer.Option(None, "--n-ctx", help="Context window for a local model."),
+    kv_cache_type: KVCacheType | None = typer.Option(None, "--kv-cache-type", help="A local model's KV cache: f16 "
+                                                     "(default), q8_0 or q4_0."),
     ray: bool = typer.Option(False, "--ray", help="Serve through --replicas Ray actors, each with its own backend "
                              "(a local Ray instance unless --ray-address is given)."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Join this Ray cluster; implies --ray."),
@@ -128,7 +135,8 @@ def serve(
             if replicas < 1:
                 raise InvalidParameter("replicas", replicas, "use a whole number >= 1")
             ray_options = RayOptions(address=ray_address, replicas=replicas)
-        backend = open_server_backend(model, upstream, upstream_model, upstream_key_env, threads, n_ctx, ray_options)
+        backend = open_server_backend(model, upstream, upstream_model, upstream_key_env, threads, n_ctx, ray_options,
+                                      kv_cache_type)
         config = dataclasses.replace(config, verifiers=operator_verifiers(verifier, backend))
         api = create_app(backend, config=config)
         uvicorn.run(api, host=host, port=port, log_level="info")
