@@ -77,8 +77,8 @@ def open_backend(spec: str, **opts: Any) -> Backend:
         from ponder.errors import InvalidParameter
 
         value = opts[given[0]]
-        raise InvalidParameter(given[0], getattr(value, "value", value), f"it applies to a local model (a catalogue name or a "
-                               f".gguf path), not {spec!r}")
+        raise InvalidParameter(given[0], getattr(value, "value", value), "it applies to a local model (a catalogue "
+                               f"name or a .gguf path), not {spec!r}")
     if not is_local(spec):  # their defaults ask for nothing another backend lacks
         opts = {k: v for k, v in opts.items() if k not in LOCAL_ONLY}
     for matches, opener in _OPENERS:
