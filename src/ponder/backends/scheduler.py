@@ -375,12 +375,13 @@ class Scheduler:
         decode_end = time.perf_counter() if self.trace is not None else 0.0
         self.stats["steps"] += 1
         self.stats["decoded_tokens"] += len(running)
-        prefill_context = sum(job.prefilled * take + take * (take - 1) // 2 for job, take in chunks)
-        prefill_kv = sum(job.prefilled + take for job, take in chunks)
+        if self.trace is not None:  # what the step attended to, read before the positions move on
+            prefill_context = sum(job.prefilled * take + take * (take - 1) // 2 for job, take in chunks)
+            prefill_kv = sum(job.prefilled + take for job, take in chunks)
+            contexts = [s.pos for s in running]
         for job, take in chunks:
             job.prefilled += take
             self.stats["prefilled_tokens"] += take
-        contexts = [s.pos for s in running]
         for s in running:
             self._advance(s)
         if self.trace is not None:
