@@ -147,6 +147,7 @@ async def _strategy(backend: Any, name: str, budget: int, task: str, limit: int,
     from ponder.strategies import at_budget
     from ponder.strategies.build import build_strategy
     from ponder.tasks import load_task
+    from ponder.tasks.base import grade
 
     built = at_budget(build_strategy(name, {}, params), budget)
     problems = load_task(task).problems(limit)
@@ -154,7 +155,8 @@ async def _strategy(backend: Any, name: str, budget: int, task: str, limit: int,
     solved = 0
     for p in problems:
         result = await built.solve(p, backend, Ledger())
-        solved += bool(result.answer is not None and p.checker(result.answer))
+        graded = result.answer if p.kind == "math" and result.answer is not None else result.text
+        solved += bool(graded) and await grade(p, graded)  # as a sweep grades it
         progress.update(bar, advance=1)
     return solved, {"kind": "strategy", "strategy": name, "budget": budget, "task": task,
                     "problems": len(problems), "solved": solved}
