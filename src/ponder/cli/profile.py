@@ -147,7 +147,7 @@ async def _strategy(backend: Any, name: str, budget: int, task: str, limit: int,
     from ponder.strategies import at_budget
     from ponder.strategies.build import build_strategy
     from ponder.tasks import load_task
-    from ponder.tasks.base import grade
+    from ponder.tasks.base import grade_result
 
     built = at_budget(build_strategy(name, {}, params), budget)
     problems = load_task(task).problems(limit)
@@ -155,8 +155,7 @@ async def _strategy(backend: Any, name: str, budget: int, task: str, limit: int,
     solved = 0
     for p in problems:
         result = await built.solve(p, backend, Ledger())
-        graded = result.answer if p.kind == "math" and result.answer is not None else result.text
-        solved += bool(graded) and await grade(p, graded)  # as a sweep grades it
+        solved += await grade_result(p, result.answer, result.text)  # as a sweep grades it
         progress.update(bar, advance=1)
     return solved, {"kind": "strategy", "strategy": name, "budget": budget, "task": task,
                     "problems": len(problems), "solved": solved}

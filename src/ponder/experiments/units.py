@@ -25,7 +25,7 @@ from ponder.ledger import Ledger
 from ponder.registry import STRATEGIES
 from ponder.strategies.base import at_budget
 from ponder.strategies.pooling import split_pool
-from ponder.tasks.base import grade
+from ponder.tasks.base import grade, grade_result
 from ponder.types import Generation, Problem, Result, Usage
 from ponder.verifiers.features import from_token_logprobs
 
@@ -144,9 +144,7 @@ async def _run_search(unit: SearchUnit, backend: object) -> ResultRow:
     start = time.monotonic()
     result = await strategy.solve(unit.problem, backend, ledger)
     seconds = time.monotonic() - start
-    # A strategy's answer is what it chose (for program-aided, the program's output): grade that for math.
-    graded = result.answer if unit.problem.kind == "math" and result.answer is not None else result.text
-    correct = bool(graded) and await grade(unit.problem, graded)
+    correct = await grade_result(unit.problem, result.answer, result.text)
     trace = {"steps": [dict(t) for t in result.trace], "votes": dict(result.votes),
              "candidates": len(result.candidates)}
     return ResultRow(unit.problem.id, unit.strategy, unit.budget, result.answer, correct, _finish(result),

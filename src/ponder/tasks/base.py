@@ -77,6 +77,13 @@ async def grade(problem: Problem, text: str) -> bool:
     return False
 
 
+async def grade_result(problem: Problem, answer: str | None, text: str) -> bool:
+    """A strategy's result graded: for math its answer (what it chose; for program-aided, the program's output),
+    else its text."""
+    graded = answer if problem.kind == "math" and answer is not None else text
+    return bool(graded) and await grade(problem, graded)
+
+
 def _between(text: str, start: str, end: str) -> str | None:
     """The content of the last start...end span of `text`."""
     i = text.rfind(start)
