@@ -159,6 +159,24 @@ def profile_table(p: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def search_table(s: dict[str, Any]) -> str:
+    """search.json: step-level search with the learned step value against best-of-N at the same budget."""
+    names = {"beam_search": "beam_search, step value", "particle_filtering": "particle_filtering, step value",
+             "particle_filtering_uniform": "particle_filtering, uniform weights",
+             "best_of_n_majority": "majority of N (pool)", "best_of_n_learned_weighted":
+             "learned weighted best-of-N (pool)", "best_of_n_pass_at_k": "pass@N (oracle, pool)"}
+    lines = [f"| budget {s['budget']}, {s['n_problems']} GSM8K problems | accuracy [95% CI] | generated tokens per "
+             "problem | vs learned weighted best-of-N [95% CI] |", "|---|---|---|---|"]
+    for key, label in names.items():
+        a = s["arms"].get(key)
+        if a:
+            lo, hi = a["accuracy_ci"]
+            glo, ghi = a["gain_over_best_of_n_ci"]
+            lines.append(f"| {label} | {pct(a['accuracy'])} [{pct(lo)}, {pct(hi)}] | {a['tokens_mean']:.0f} | "
+                         f"{points(a['gain_over_best_of_n'])} [{points(glo)}, {points(ghi)}] |")
+    return "\n".join(lines)
+
+
 def blocks() -> dict[str, str]:
     """Every block the README quotes, by the JSON it comes from."""
     out = {"engine.json": engine_row(load("engine")), "server.json": server_row(load("server")),
@@ -167,6 +185,8 @@ def blocks() -> dict[str, str]:
         out["quality.json"] = quality_table(load("quality"))
     if (RESULTS / "verifier.json").exists():
         out["verifier.json"] = verifier_table(load("verifier"))
+    if (RESULTS / "search.json").exists():
+        out["search.json"] = search_table(load("search"))
     if (RESULTS / "profile.json").exists():
         out["profile.json"] = profile_table(load("profile"))
     return out
