@@ -11,6 +11,8 @@ Per model:
                hardware;
   cached prefix cost  width-1 decode steps with two ~2.7k-token prefixes in the prefix cache against an empty one
                (llama.cpp's unified KV cache: a step's attention spans every cell in use, cached ones included);
+  KV cache     (--kv-only) the median decode step at widths 1 and 8 after a ~4k-token prompt, for f16, q8_0 and
+               q4_0 KV caches, 2 interleaved runs;
   prefixes     beam_search (budget 4: 2 beams x 2 expansions, 4 steps of at most 64 tokens) and budget_forcing
                (budget 2: 128 thinking tokens, at least 96, so a "Wait" is forced) on the first GSM8K problem,
                once with the prefix cache and once without: prompt tokens prefilled per engine step and in all.
@@ -138,6 +140,32 @@ async def cached_prefix_cost(model: str, threads: int, reps: int = 2) -> dict[st
             "slowdown": on / off}
 
 
+async def kv_cache_speed(model: str, threads: int, reps: int = 2) -> dict[str, Any]:
+    """Median decode step at widths 1 and 8 after a ~4k-token prompt, per KV cache type, interleaved."""
+    from statistics import median
+
+    from ponder.backends.factory import open_backend
+    from ponder.types import Message, SamplingParams
+
+    text = FILLER * 2  # its first 20,000 characters are about 4,000 tokens
+    ms: dict[str, dict[str, list[float]]] = {}
+    for _ in range(reps):
+        for kv in ("f16", "q8_0", "q4_0"):
+            backend = open_backend(model, trace=True, n_threads=threads, kv_cache_type=kv, cache_entries=0)
+            try:
+                for width in (1, 8):
+                    await backend.generate([Message("user", text[:20000] + "\nSummarise the text above.")],
+                                           SamplingParams(n=width, max_tokens=24, temperature=0.8, seed=width))
+                    steps = [s for s in backend.steps.take() if s.width == width and not s.prefill_tokens]
+                    ms.setdefault(kv, {}).setdefault(str(width), []).append(
+                        1000 * median(s.seconds for s in steps))
+            finally:
+                backend.close()
+    medians = {kv: {w: median(v) for w, v in by.items()} for kv, by in ms.items()}
+    return {"step_ms": ms, "median_step_ms": medians,
+            "vs_f16": {kv: {w: medians[kv][w] / medians["f16"][w] for w in by} for kv, by in medians.items()}}
+
+
 def summarise(result: dict[str, Any]) -> None:
     v = {m: e["calibration"]["step_model"]["validation"] for m, e in result["models"].items()}
     result["step_model_error"] = {m: {"median": x["relative_error"]["median"], "p90": x["relative_error"]["p90"],
@@ -155,9 +183,17 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/profile"))
     ap.add_argument("--analyse-only", action="store_true", help="Derive again from the saved calibration steps and "
                     "keep the measured prefix figures (after a change to the derivation).")
+    ap.add_argument("--kv-only", action="store_true", help="Measure only the KV cache types, into the committed "
+                    "profile.json.")
     args = ap.parse_args()
     out = HERE / "results" / "profile.json"
-    if args.analyse_only:
+    if args.kv_only:
+        result = json.loads(out.read_text())
+        for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+            result["models"][model]["kv_cache_speed"] = asyncio.run(kv_cache_speed(model, args.threads))
+            result["models"][model]["kv_cache_speed"]["load"] = os.getloadavg()
+            write_result(result, out)
+    elif args.analyse_only:
         result = json.loads(out.read_text())
         for model, entry in result["models"].items():
             entry["calibration"] = reanalysed(args.work / model)
