@@ -134,6 +134,9 @@ class Scheduler:
         self.trace = trace
         """Where every step is recorded (steptrace.py), or None: no timing at all."""
         self._overhead = 0.0  # scheduler seconds since the last traced step (admitting, forking)
+        self._deferred: list[tuple[Job, list[Generation]]] = []
+        """Traced only: requests finished by this step, answered once the step is recorded (a caller that takes
+        the steps when its request returns then sees every step that served it)."""
         self.exclusive = exclusive
         """One request at a time, each on an empty engine (no prefix cache): bit-exact reruns, less throughput."""
         if exclusive:
@@ -382,9 +385,13 @@ class Scheduler:
         for job, take in chunks:
             job.prefilled += take
             self.stats["prefilled_tokens"] += take
-        for s in running:
-            self._advance(s)
-        if self.trace is not None:
+        if self.trace is None:
+            for s in running:
+                self._advance(s)
+            return True
+        try:
+            for s in running:
+                self._advance(s)
             end = time.perf_counter()
             self.trace.append(StepRecord(
                 start=started, width=len(running), prefill_tokens=sum(t for _, t in chunks),
@@ -393,6 +400,10 @@ class Scheduler:
                 decode_s=decode_end - decode_start,
                 sample_s=end - decode_end, other_s=decode_start - started + self._overhead))
             self._overhead = 0.0
+        finally:
+            deferred, self._deferred = self._deferred, []
+            for job, results in deferred:
+                job.sink.done(results)
         return True
 
     def _cells_in_use(self) -> int:
@@ -452,7 +463,11 @@ class Scheduler:
         job.results[s.index] = Generation(text, reason, s.generated, logprobs, usage)  # type: ignore[arg-type]
         if len(job.results) == job.params.n:
             self.jobs.remove(job)
-            job.sink.done([job.results[i] for i in range(job.params.n)])
+            results = [job.results[i] for i in range(job.params.n)]
+            if self.trace is None:
+                job.sink.done(results)
+            else:
+                self._deferred.append((job, results))
 
     # ---- cancellation and failure ---------------------------------------------------------------------------
     def _drop(self, job: Job) -> None:

@@ -67,7 +67,3 @@ class StepLog:
         with self._lock:
             out, self._steps = self._steps, []
         return out
-
-    def snapshot(self) -> list[StepRecord]:
-        with self._lock:
-            return list(self._steps)

@@ -87,7 +87,7 @@ def load_pools(paths: Iterable[str | Path]) -> tuple[list[ProblemPools], list[Ru
         with Store.open(path) as store:
             config = store.config
             task = str(config.get("task", ""))
-            metadata = _metadata(store)
+            metadata = problem_metadata(store)
             stored = store.features()
             by_problem: dict[str, list[PoolSampleRow]] = defaultdict(list)
             programs: dict[str, list[tuple[int, str | None]]] = defaultdict(list)
@@ -124,7 +124,7 @@ def _fallback(mean_logprob: float | None, finish_reason: str, tokens: int) -> Sa
     return SampleFeatures({**base, "mean_logprob": mean_logprob if mean_logprob is not None else NAN})
 
 
-def _metadata(store: Store) -> dict[str, dict[str, object]]:
+def problem_metadata(store: Store) -> dict[str, dict[str, object]]:
     try:
         return store.problem_metadata()
     except (sqlite3.DatabaseError, json.JSONDecodeError):  # unreadable metadata: every problem is its own group

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ponder.errors import InvalidParameter, StoreError
-from ponder.experiments.labelled import RunInfo, group_of
+from ponder.experiments.labelled import RunInfo, group_of, problem_metadata
 from ponder.experiments.store import Store
 from ponder.experiments.verifier_fit import CrossFit, auc, cross_fit, fit_final
 from ponder.strategies.learning import CANDIDATE_POOL
@@ -53,7 +53,7 @@ def step_rows(runs: Sequence[str | Path], max_depth: int = MAX_DEPTH) -> tuple[S
         with Store.open(path) as store:
             config = store.config
             task = str(config.get("task", ""))
-            meta = store.problem_metadata()
+            meta = problem_metadata(store)  # unreadable metadata: every problem its own group, as the outcome scorer
             questions = {p.problem_id: p.question for p in store.problems()}
             pools: dict[str, list[tuple[str, bool]]] = defaultdict(list)
             for s in store.samples():
