@@ -65,8 +65,15 @@ def report(
     table = Table(title=f"ponder report: {run.name}")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    for key, label, kind in _HEADLINE:
-        table.add_row(label, _show(files.summary.get(key), kind))
+    if "curves" in files.summary:  # an open task: win rates against the baseline
+        for row in files.summary["curves"]:
+            table.add_row(f"{row['strategy']}@{row['budget']} win rate (95% CI)",
+                          f"{_show(row['win_rate'], 'pct')} [{_show(row['ci_low'], 'pct')}, "
+                          f"{_show(row['ci_high'], 'pct')}]")
+        table.add_row("judge position bias", f"{files.summary['position_bias']:+.3f}")
+    else:
+        for key, label, kind in _HEADLINE:
+            table.add_row(label, _show(files.summary.get(key), kind))
     console.print(table)
     console.print(f"batching: {BATCHING[files.deterministic]}")
     console.print(f"report: {files.html}")

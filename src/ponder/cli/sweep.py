@@ -69,6 +69,8 @@ def sweep(
                                        "identical rows (batch shapes change llama.cpp's numbers). Costs "
                                        "throughput: 0.61x the default's on the tiny model (README). Recorded in the "
                                        "store; a resume keeps the run's mode."),
+    judge: str = typer.Option(None, "--judge", help="Open tasks: the model that judges each answer against the "
+                              "greedy baseline (as --model; default: the sweep's own model)."),
     profile: bool = typer.Option(False, "--profile", help="Record every engine step (width, context, time) in the "
                                  "store, and this machine's ceilings, for `ponder profile RUN` (local models)."),
 ) -> None:
@@ -78,7 +80,8 @@ def sweep(
                  "seed": seed, "max_tokens": max_tokens, "temperature": temperature,
                  "task_options": _task_options(task_opt) if task_opt else None,
                  "temperatures": _temperatures(temperatures) if temperatures else None,
-                 "deterministic": True if deterministic else None}  # unset: a resume keeps the stored mode
+                 "deterministic": True if deterministic else None,  # unset: a resume keeps the stored mode
+                 "judge": judge}
         sampler = {"top_p": top_p, "top_k": top_k, "min_p": min_p, "repetition_penalty": repetition_penalty,
                    "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
         if any(v is not None for v in sampler.values()):
@@ -86,6 +89,8 @@ def sweep(
         ray_options = _ray_options(ray, ray_address, actors)
         if profile and ray_options is not None:
             raise InvalidParameter("profile", True, "a profile traces one engine: drop --ray, or --profile")
+        if judge and ray_options is not None:
+            raise InvalidParameter("judge", judge, "on Ray the actors' own model judges: drop --judge, or --ray")
         asyncio.run(_run({k: v for k, v in given.items() if v is not None}, out, resume, concurrency, n_threads,
                          ray_options, profile))
     except PonderError as exc:
@@ -164,7 +169,10 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
             check_resume({k: stored.get(k) for k in config.to_dict()}, config.to_dict(), resume)
         kind = load_task(config.task, **config.task_options).kind  # an unknown task fails before the model loads
         backend = _open_backend(config.model, n_threads, ray, config.deterministic, profile)
+        judge = None
         try:
+            if config.judge and kind == "open":
+                judge = _open_backend(config.judge, n_threads)
             check_backend(config, backend)  # before a store is made for a run that cannot be deterministic
             provenance = settings(config, backend, kind)
             if store:  # now with the model's sha256 and prompts
@@ -173,7 +181,7 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
                     store.set_limit(grown)
             else:
                 store = Store.create(out, provenance)  # type: ignore[arg-type]
-            live = Tally()
+            live = Tally(judged=kind == "open")
 
             steps = getattr(backend, "steps", None)
 
@@ -186,7 +194,7 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
             with _progress() as progress:
                 bar = progress.add_task("sweep", total=None)
                 tally = await run_sweep(
-                    config, backend, store, _executor(backend, concurrency, ray),
+                    config, backend, store, _executor(backend, concurrency, ray, judge),
                     on_start=lambda total, done: progress.update(bar, total=total, completed=done),
                     on_result=show)
             if steps is not None:
@@ -198,9 +206,10 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
                 store.set_value("ceilings", asdict(measure_ceilings(threads=n_threads or 2)))
                 console.print(f"profiled: ponder profile {resume or out} --out PROFILE_FOLDER")
         finally:
-            close = getattr(backend, "close", None)
-            if callable(close):
-                close()
+            for opened in (backend, judge):
+                close = getattr(opened, "close", None)
+                if callable(close):
+                    close()
         _report(store, tally)
     finally:
         if store:
@@ -218,8 +227,8 @@ def _ray_options(ray: bool, address: str | None, actors: int) -> Any:
     return RayOptions(address=address, replicas=actors)
 
 
-def _executor(backend: Any, concurrency: int, ray: Any) -> Any:
-    """Who runs the units: Ray actors (each with its replica), or this process on `backend`."""
+def _executor(backend: Any, concurrency: int, ray: Any, judge: Any = None) -> Any:
+    """Who runs the units: Ray actors (each with its replica), or this process on `backend` (judging on `judge`)."""
     if ray is not None:
         from ponder.distributed.executor import RayExecutor
 
@@ -229,7 +238,7 @@ def _executor(backend: Any, concurrency: int, ray: Any) -> Any:
         return RayExecutor(backend.pool, concurrency, on_actor_death=died)
     from ponder.experiments.executor import InProcessExecutor
 
-    return InProcessExecutor(backend, concurrency)
+    return InProcessExecutor(backend, concurrency, judge)
 
 
 def _open_backend(spec: str, n_threads: int | None, ray: Any = None, deterministic: bool = False,
@@ -261,7 +270,8 @@ def _report(store: Any, tally: Any) -> None:
     cut, total = store.truncation()
     share = cut / total if total else 0.0
     console.print(f"store: {store.path}")
-    console.print(f"rows: {len(store.samples())} samples, {len(store.results())} results; "
+    console.print(f"rows: {len(store.samples())} samples, {len(store.results())} results, "
+                  f"{len(store.judgments())} judgments; "
                   f"{tally.line() or 'nothing new to run'}")
     console.print(f"truncated (hit max_tokens): {cut}/{total} = {100 * share:.1f}%")
     if share > TRUNCATION_WARNING:

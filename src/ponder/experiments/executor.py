@@ -31,12 +31,13 @@ _DONE = object()
 
 
 class InProcessExecutor:
-    """Runs units on one backend in this process, `concurrency` at a time."""
+    """Runs units on one backend in this process, `concurrency` at a time; judging units on `judge` (None: the
+    same backend)."""
 
-    def __init__(self, backend: object, concurrency: int = 4) -> None:
+    def __init__(self, backend: object, concurrency: int = 4, judge: object | None = None) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidParameter("concurrency", concurrency, "use a whole number >= 1")
-        self.backend, self.concurrency = backend, concurrency
+        self.backend, self.concurrency, self.judge = backend, concurrency, judge
 
     async def run(self, units: Sequence[Unit]) -> AsyncIterator[UnitResult]:
         todo = iter(units)  # shared by the workers: each unit is taken exactly once
@@ -45,7 +46,7 @@ class InProcessExecutor:
         async def worker() -> None:
             try:
                 for unit in todo:
-                    await out.put(await run_unit(unit, self.backend))
+                    await out.put(await run_unit(unit, self.backend, self.judge))
             except Exception as exc:  # handed to the driver, which stops the sweep with it
                 await out.put(_Failed(exc))
             finally:

@@ -22,6 +22,17 @@ from typing import Protocol
 from ponder.experiments.estimators import bootstrap_ci
 from ponder.types import Problem
 
+OPEN_RUBRIC = "how well each answers what was asked: insight, accuracy, clarity and fit to the request"
+"""What the judge weighs on open problems (correctness alone does not decide an essay)."""
+
+
+def baseline_strategy() -> str:
+    """The registered strategy whose answer every other one is judged against (it declares `judged_baseline`:
+    the model's direct answer, greedy)."""
+    from ponder.registry import STRATEGIES
+
+    return next(n for n in STRATEGIES.names() if getattr(STRATEGIES.get(n), "judged_baseline", False))
+
 
 class PairJudge(Protocol):
     async def compare(self, problem: Problem, a: str, b: str) -> float:

@@ -72,7 +72,8 @@ def _finish(fig: Any, ax: Any, path: Path, xlabel: str, ylabel: str, title: str)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # an axis with no data (e.g. dollars unpriced) draws no legend
+        ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 

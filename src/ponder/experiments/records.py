@@ -66,6 +66,22 @@ class ResultRow:
     """The chosen response's full text (for inspection; grading already happened)."""
 
 
+@dataclass(frozen=True)
+class JudgmentRow:
+    """One result on an open problem judged against the problem's baseline answer, in both orders
+    (experiments/judged.py). The judge's usage is the evaluation's, never charged to the strategy."""
+
+    problem_id: str
+    strategy: str
+    budget: int
+    response_first: float
+    """P(first better) with the response shown first."""
+    baseline_first: float
+    """P(first better) with the baseline shown first."""
+    usage_by_role: dict[str, Usage] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
 def generated_tokens(usage_by_role: dict[str, Usage]) -> int:
     """Generated tokens over all roles: the sweep's token axis."""
     return sum(u.completion_tokens for u in usage_by_role.values())

@@ -75,6 +75,14 @@ def build_report(store: Any, folder: Path, stopping_point: StoppingPoint | None 
     wall = getattr(store, "wall_seconds", None)
     if callable(wall) and wall() > 0:
         config["machine_seconds"] = wall()
+    judgments = getattr(store, "judgments", None)
+    if callable(judgments) and judgments():  # an open task: judged, not checked
+        from ponder.experiments.open_report import write_open_report
+
+        provenance = _provenance(config, name)
+        summary, figures = write_open_report(store, folder, config, provenance, name)
+        return ReportFiles(folder, folder / "index.html", folder / "summary.md", folder / "summary.json", figures,
+                           summary, None, provenance["deterministic"])
     samples = store.samples()
     analysis = analyze(store.problems(), samples, store.results(), config, stopping_point)
     summary = headline(analysis)

@@ -2,7 +2,8 @@
 
 Tables: `run` (the sweep's config as JSON: task, model and its sha256, sampling parameters, prompts, seeds,
 ponder version), `problems` (id, the prompt sent, reference, metadata), `samples` (pool rows, UNIQUE(problem_id,
-pool, idx)) and `results` (search/greedy rows, UNIQUE(problem_id, strategy, budget)). Every write is one
+pool, idx)), `results` (search/greedy rows, UNIQUE(problem_id, strategy, budget)) and, for open tasks,
+`judgments` (each result judged against the baseline, same key). Every write is one
 transaction, committed before the next unit starts, so a process killed at any moment (kill -9 included) loses
 only the unit in flight; the UNIQUE keys make a unit impossible to store twice.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.errors import StoreError
-from ponder.experiments.records import ProblemRow, ResultRow, SampleRow
+from ponder.experiments.records import JudgmentRow, ProblemRow, ResultRow, SampleRow
 from ponder.types import Problem, Usage
 
 SCHEMA_VERSION = 2
@@ -48,6 +49,11 @@ with) or "rescored" (`ponder verifier featurize`, which replaces them). A store 
 _STEPS = "CREATE TABLE IF NOT EXISTS steps (id INTEGER PRIMARY KEY AUTOINCREMENT, vals TEXT NOT NULL)"
 """The engine's steps (backends/steptrace.py) of a run swept with --profile, as JSON, for `ponder profile`. Made
 only by such a run: a store without it was not profiled (or predates profiling)."""
+_JUDGMENTS = ("CREATE TABLE IF NOT EXISTS judgments (problem_id TEXT NOT NULL, strategy TEXT NOT NULL, "
+              "budget INTEGER NOT NULL, response_first REAL NOT NULL, baseline_first REAL NOT NULL, "
+              "usage TEXT NOT NULL, seconds REAL NOT NULL, UNIQUE (problem_id, strategy, budget))")
+"""Each result on an open problem judged against the baseline in both orders (JudgmentRow); the judge's usage is
+the evaluation's. A store made before it gains it on open."""
 _TABLES = {"run", "problems", "samples", "results"}
 
 
@@ -110,7 +116,7 @@ class Store:
         # One transaction: a store killed while being created is left blank (and may be created again), never half-made.
         conn = store._conn
         conn.execute("BEGIN")
-        for statement in [*filter(str.strip, _SCHEMA.split(";")), _SESSIONS, _FEATURES]:
+        for statement in [*filter(str.strip, _SCHEMA.split(";")), _SESSIONS, _FEATURES, _JUDGMENTS]:
             conn.execute(statement)
         conn.executemany("INSERT INTO run VALUES (?, ?)", [
             ("schema_version", str(SCHEMA_VERSION)), ("config", json.dumps(dict(config), sort_keys=True))])
@@ -140,6 +146,7 @@ class Store:
                 conn.execute("ALTER TABLE samples ADD COLUMN mean_logprob REAL")
         with conn:
             conn.execute(_FEATURES)
+            conn.execute(_JUDGMENTS)
         store = cls(file, conn)
         store.config  # noqa: B018 - validate the config row now, not at first use
         return store
@@ -248,6 +255,12 @@ class Store:
                  sum(u.completion_tokens for u in row.usage_by_role.values()), row.seconds,
                  json.dumps(row.trace, default=str), row.text))
 
+    def add_judgment(self, row: JudgmentRow) -> None:
+        with self._conn:
+            self._conn.execute("INSERT INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (row.problem_id, row.strategy, row.budget, row.response_first, row.baseline_first,
+                                _usage_json(row.usage_by_role), row.seconds))
+
     # -- reading ---------------------------------------------------------------------------------------
     def problems(self) -> list[ProblemRow]:
         rows = self._conn.execute("SELECT problem_id, question, reference FROM problems ORDER BY position")
@@ -277,11 +290,21 @@ class Store:
                           json.loads(trace), text)
                 for pid, strat, budget, answer, ok, fin, ex, usage, secs, trace, text in rows]
 
+    def judgments(self) -> list[JudgmentRow]:
+        rows = self._conn.execute(
+            "SELECT j.problem_id, strategy, budget, response_first, baseline_first, usage, seconds FROM judgments j "
+            "JOIN problems p USING (problem_id) ORDER BY p.position, strategy, budget")
+        return [JudgmentRow(pid, strat, budget, rf, bf, _usage_of(usage), secs)
+                for pid, strat, budget, rf, bf, usage, secs in rows]
+
     def done_keys(self) -> set[tuple[Any, ...]]:
-        """Keys of finished units: ("pool", problem_id, pool) and ("result", problem_id, strategy, budget)."""
+        """Keys of finished units: ("pool", problem_id, pool), ("result", problem_id, strategy, budget) and
+        ("judgment", problem_id, strategy, budget)."""
         pools = self._conn.execute("SELECT DISTINCT problem_id, pool FROM samples")
         results = self._conn.execute("SELECT problem_id, strategy, budget FROM results")
-        return {("pool", *r) for r in pools} | {("result", *r) for r in results}
+        judged = self._conn.execute("SELECT problem_id, strategy, budget FROM judgments")
+        return ({("pool", *r) for r in pools} | {("result", *r) for r in results}
+                | {("judgment", *r) for r in judged})
 
     def start_session(self) -> int:
         """Open a sweep session (one per run or resume); its wall-clock time prices a local model's compute."""

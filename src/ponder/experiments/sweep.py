@@ -28,6 +28,8 @@ from ponder.backends.credentials import redact_url
 from ponder.backends.overrides import Overrides
 from ponder.errors import InvalidParameter, StoreError
 from ponder.experiments.executor import Executor, InProcessExecutor
+from ponder.experiments.judged import baseline_strategy
+from ponder.experiments.judging import judged_keys, plan_judging
 from ponder.experiments.store import Store, config_differences
 from ponder.experiments.units import PoolUnit, SearchUnit, Unit, UnitResult, build_strategy, run_unit
 from ponder.registry import STRATEGIES
@@ -90,6 +92,9 @@ class SweepConfig:
     """Fix every request's batch composition (each decoded alone, no prefix cache, no flash attention) so that
     in-process, resumed and Ray runs store identical rows; costs throughput (README). Needs a backend opened
     with it."""
+    judge: str | None = None
+    """The model that judges answers to open problems against the baseline (a catalogue name, .gguf path or
+    server URL, as `model`); None: the sweep's own model judges."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strategies", tuple(dict.fromkeys(self.strategies)))
@@ -114,6 +119,9 @@ class SweepConfig:
         object.__setattr__(self, "sampler", dict(sorted(self.sampler.items())))
         if not isinstance(self.deterministic, bool):
             raise InvalidParameter("deterministic", self.deterministic, "use true or false")
+        if self.judge is not None and (not isinstance(self.judge, str) or not self.judge.strip()):
+            raise InvalidParameter("judge", self.judge, "name a model (as --model), or leave it out to let the "
+                                   "sweep's model judge")
 
     @property
     def pool_kinds(self) -> tuple[str, ...]:
@@ -154,6 +162,7 @@ class SweepConfig:
                 "max_tokens": self.max_tokens, "temperature": self.temperature,
                 "task_options": dict(self.task_options), "sampler": dict(self.sampler),
                 **({"temperatures": list(self.temperatures)} if self.temperatures else {}),
+                **({"judge": redact_url(self.judge)} if self.judge else {}),
                 "deterministic": self.deterministic}
 
     @classmethod
@@ -161,7 +170,8 @@ class SweepConfig:
         return cls(d["task"], d["model"], tuple(d["strategies"]), tuple(d["budgets"]), d.get("limit"),
                    d.get("seed", 0), d.get("max_tokens", 512), d.get("temperature", 0.8),
                    dict(d.get("task_options") or {}), dict(d.get("sampler") or {}),
-                   tuple(d.get("temperatures") or ()), d.get("deterministic", ADDED_SETTINGS["deterministic"]))
+                   tuple(d.get("temperatures") or ()), d.get("deterministic", ADDED_SETTINGS["deterministic"]),
+                   d.get("judge"))
 
 
 def _scales(name: str) -> bool:
@@ -190,20 +200,30 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "big") % (2**31 - 2**20)  # room for base + i
 
 
-def _system_override(kind: str) -> dict[str, Any]:
+def _kind_settings(kind: str) -> dict[str, Any]:
     # Programs are asked for by the code task's own question; the math system prompt would ask for "The answer is N".
-    return {"system": ""} if kind == "code" else {}
+    # An open prompt asks for no answer line (the baseline is the model's direct answer; budget forcing keeps its own
+    # open prompt), and has nothing to check: a verifier-using strategy scores with the judge, as its pool is scored.
+    return {"system": ""} if kind == "code" else {"system": "", "verifier": "judge"} if kind == "open" else {}
+
+
+def once_for(config: SweepConfig, problem: Problem) -> tuple[str, ...]:
+    """The strategies run once on `problem`: an open problem also gets the baseline it is judged against."""
+    if problem.kind != "open" or baseline_strategy() in config.once:
+        return config.once
+    return (baseline_strategy(), *config.once)
 
 
 def plan(config: SweepConfig, problems: Sequence[Problem]) -> list[Unit]:
-    """Every unit of the sweep, problem by problem (so accuracy shows up early)."""
+    """Every unit of the sweep, problem by problem (so accuracy shows up early). Judging comes after:
+    `plan_judging`, once the answers it compares are stored."""
     units: list[Unit] = []
     sampler = _items(config.sampler)
     for p in problems:
-        base = {"max_tokens": config.max_tokens, **_system_override(p.kind)}
+        base = {"max_tokens": config.max_tokens, **_kind_settings(p.kind)}
         for name in (*config.strategies, *config.pool_kinds):
             _check_kind(name, p)
-        for name in config.once:  # at its own default temperature (greedy for cot)
+        for name in once_for(config, p):  # at its own default temperature (greedy for cot)
             units.append(SearchUnit(p, name, 1, _items({**base, "seed": stable_seed(config.seed, p.id, name)}),
                                     sampler))
         for pool, temperature in config.pools:
@@ -233,7 +253,7 @@ def strategy_settings(config: SweepConfig, kind: str) -> dict[str, dict[str, Any
     """Every strategy's fields at budget 1 as the sweep sets them (prompts included), for provenance."""
     out = {}
     for name in {*config.strategies, *config.pool_kinds}:
-        s = build_strategy(name, {"max_tokens": config.max_tokens, **_system_override(kind)})
+        s = build_strategy(name, {"max_tokens": config.max_tokens, **_kind_settings(kind)})
         if dataclasses.is_dataclass(s):
             out[name] = {f.name: _jsonable(getattr(s, f.name)) for f in dataclasses.fields(s) if f.name != "seed"}
     return dict(sorted(out.items()))
@@ -308,14 +328,22 @@ class Tally:
     accuracy: dict[str, list[bool]] = field(default_factory=dict)
     truncated: int = 0
     rows: int = 0
+    judged: bool = False
+    """An open task: results have no accuracy, only their judged score against the baseline."""
+    wins: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, res: UnitResult) -> None:
+        from ponder.experiments.judged import Verdict
         from ponder.strategies.pooling import PoolSample, majority
 
+        if res.judgment is not None:
+            j = res.judgment
+            self.wins.setdefault(j.strategy, []).append(Verdict(j.response_first, j.baseline_first).score)
+            return
         rows: Sequence[Any] = res.samples or ([res.result] if res.result else [])
         self.rows += len(rows)
         self.truncated += sum(r.finish_reason == "length" for r in rows)
-        if res.result is not None and res.result.budget == 1:
+        if res.result is not None and res.result.budget == 1 and not self.judged:
             self.accuracy.setdefault(res.result.strategy, []).append(res.result.correct)
         if res.samples:
             winner = majority([PoolSample(s.answer, s.mean_logprob) for s in res.samples])
@@ -328,6 +356,7 @@ class Tally:
 
     def line(self) -> str:
         parts = [f"{name} {100 * sum(v) / len(v):.0f}% ({len(v)})" for name, v in self.accuracy.items() if v]
+        parts += [f"{name} wins {100 * sum(v) / len(v):.0f}% ({len(v)})" for name, v in self.wins.items() if v]
         if self.rows:
             parts.append(f"cut off {100 * self.truncated / self.rows:.0f}%")
         return " | ".join(parts)
@@ -342,8 +371,10 @@ def check_backend(config: SweepConfig, backend: object) -> None:
 
 async def run_sweep(config: SweepConfig, backend: object, store: Store, executor: Executor | None = None,
                     on_start: Callable[[int, int], None] | None = None,
-                    on_result: Callable[[UnitResult], None] | None = None) -> Tally:
-    """Run every unit the store lacks and write each as it finishes. Safe to call again after any interruption."""
+                    on_result: Callable[[UnitResult], None] | None = None, judge: object | None = None) -> Tally:
+    """Run every unit the store lacks and write each as it finishes, then judge the answers to open problems
+    (on `judge`, else the policy's backend; an `executor` brings its own). Safe to call again after any
+    interruption."""
     check_backend(config, backend)
     if with_added_settings(store.config).get("deterministic") != config.deterministic:
         raise StoreError(f"{store.path} was made with deterministic={not config.deterministic}: resume it in the "
@@ -357,19 +388,34 @@ async def run_sweep(config: SweepConfig, backend: object, store: Store, executor
     if len(stored_ids) < len(problems):  # a new run, or one grown with --limit
         store.add_problems(problems)
     units = plan(config, problems)
+    judgments = judged_keys(units)
     done = store.done_keys()
     todo = [u for u in units if u.key not in done]
     if on_start:
-        on_start(len(units), len(units) - len(todo))
-    tally = Tally()
+        total = len(units) + len(judgments)
+        on_start(total, total - len(todo) - sum(k not in done for k in judgments))
+    tally = Tally(judged=task.kind == "open")
+    executor = executor or InProcessExecutor(backend, judge=judge)
     session, started = store.start_session(), time.monotonic()
-    async for res in (executor or InProcessExecutor(backend)).run(todo):
-        if res.samples:
-            store.add_samples(res.samples)
-        if res.result is not None:
-            store.add_result(res.result)
-        store.set_session_seconds(session, time.monotonic() - started)
-        tally.add(res)
-        if on_result:
-            on_result(res)
+
+    async def run(batch: Sequence[Unit]) -> None:
+        async for res in executor.run(batch):
+            _write(store, res)
+            store.set_session_seconds(session, time.monotonic() - started)
+            tally.add(res)
+            if on_result:
+                on_result(res)
+
+    await run(todo)
+    if judgments:  # every answer is stored now: judge those not judged yet
+        await run([u for u in plan_judging(problems, store.results(), store.samples()) if u.key not in done])
     return tally
+
+
+def _write(store: Store, res: UnitResult) -> None:
+    if res.samples:
+        store.add_samples(res.samples)
+    if res.result is not None:
+        store.add_result(res.result)
+    if res.judgment is not None:
+        store.add_judgment(res.judgment)

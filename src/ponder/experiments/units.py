@@ -8,6 +8,8 @@ and the sweep driver alone writes it.
   seed (sample i gets base + i, so the pool is the same whichever executor draws it). Every smaller budget is
   later derived from this pool without generating again.
 - SearchUnit: one strategy at one budget for one problem (greedy CoT, beam search, budget forcing, ...).
+- JudgeUnit: one result on an open problem against the problem's baseline answer, judged in both orders by the
+  judge backend (the policy's own unless the sweep names another); the judge's tokens are the evaluation's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ponder.backends.overrides import Overrides, WithOverrides
-from ponder.experiments.records import ResultRow, SampleRow
+from ponder.experiments.judged import OPEN_RUBRIC, judge_both_orders
+from ponder.experiments.records import JudgmentRow, ResultRow, SampleRow
 from ponder.ledger import Ledger
 from ponder.registry import STRATEGIES
 from ponder.strategies.base import at_budget
@@ -72,16 +75,33 @@ class SearchUnit:
         return ("result", self.problem.id, self.strategy, self.budget)
 
 
-Unit = PoolUnit | SearchUnit
+@dataclass(frozen=True)
+class JudgeUnit:
+    """Judge the response of `strategy` at `budget` to an open problem against the baseline's, both orders."""
+
+    problem: Problem
+    strategy: str
+    budget: int
+    response: str
+    baseline: str
+    rubric: str = OPEN_RUBRIC
+
+    @property
+    def key(self) -> Key:
+        return ("judgment", self.problem.id, self.strategy, self.budget)
+
+
+Unit = PoolUnit | SearchUnit | JudgeUnit
 
 
 @dataclass(frozen=True)
 class UnitResult:
-    """What running a unit produced: a whole pool, or one result row."""
+    """What running a unit produced: a whole pool, one result row, or one judgment."""
 
     key: Key
     samples: tuple[SampleRow, ...] = ()
     result: ResultRow | None = None
+    judgment: JudgmentRow | None = None
 
 
 def build_strategy(name: str, settings: Mapping[str, Any], budget: int = 1) -> Any:
@@ -91,11 +111,29 @@ def build_strategy(name: str, settings: Mapping[str, Any], budget: int = 1) -> A
     return at_budget(factory(**{k: v for k, v in settings.items() if k in names}), budget)
 
 
-async def run_unit(unit: Unit, backend: object) -> UnitResult:
-    """Execute one unit on `backend` (not metered by the caller: each unit keeps its own ledger)."""
+async def run_unit(unit: Unit, backend: object, judge: object | None = None) -> UnitResult:
+    """Execute one unit on `backend` (not metered by the caller: each unit keeps its own ledger); a JudgeUnit runs
+    on `judge`, or on `backend` when None (the model judges itself)."""
     if isinstance(unit, PoolUnit):
         return UnitResult(unit.key, samples=await _draw_pool(unit, backend))
+    if isinstance(unit, JudgeUnit):
+        return UnitResult(unit.key, judgment=await _judge(unit, backend if judge is None else judge))
     return UnitResult(unit.key, result=await _run_search(unit, backend))
+
+
+async def _judge(unit: JudgeUnit, backend: object) -> JudgmentRow:
+    from ponder.verifiers.judge import JudgeVerifier
+
+    if not unit.response.strip() or not unit.baseline.strip():
+        # Nothing to read on one side (cut off, out of budget): the other wins, or a tie when neither answered.
+        p = 0.5 if unit.response.strip() == unit.baseline.strip() else float(bool(unit.response.strip()))
+        return JudgmentRow(unit.problem.id, unit.strategy, unit.budget, p, 1.0 - p)
+    ledger = Ledger(model=getattr(backend, "model", ""))
+    start = time.monotonic()
+    verdict = await judge_both_orders(JudgeVerifier(ledger.meter(backend, "judge"), rubric=unit.rubric),
+                                      unit.problem, unit.response, unit.baseline)
+    return JudgmentRow(unit.problem.id, unit.strategy, unit.budget, verdict.response_first, verdict.baseline_first,
+                       dict(ledger.usage_by_role), time.monotonic() - start)
 
 
 async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
@@ -107,7 +145,7 @@ async def _draw_pool(unit: PoolUnit, backend: object) -> tuple[SampleRow, ...]:
     gens = await ledger.meter(backend, "policy").generate(sampler.messages(unit.problem), params)
     call_seconds = time.monotonic() - start
     graded = await asyncio.gather(*(_answer_and_grade(unit.problem, sampler, g) for g in gens))
-    evals = await asyncio.gather(*(_self_eval(unit.problem, g.text, backend) for g in gens)) if unit.self_eval else ()
+    evals = await asyncio.gather(*(_verify(unit.problem, g.text, backend) for g in gens)) if unit.self_eval else ()
     rows = []
     for i, (gen, (answer, correct)) in enumerate(zip(gens, graded, strict=True)):
         usage = {"policy": gen.usage + Usage(calls=int(i == 0), seconds=call_seconds / len(gens))}
@@ -127,12 +165,14 @@ async def _answer_and_grade(problem: Problem, sampler: Any, gen: Generation) -> 
     return answer, graded is not None and await grade(problem, graded)
 
 
-async def _self_eval(problem: Problem, text: str, backend: object) -> tuple[float, Usage]:
-    """The self-evaluation score of one sample and what scoring it cost (its own ledger, role "verifier")."""
-    from ponder.verifiers.self_eval import SelfEvalVerifier
+async def _verify(problem: Problem, text: str, backend: object) -> tuple[float, Usage]:
+    """The verifier score of one sample and what scoring it cost (its own ledger, role "verifier"): self-evaluation,
+    or on an open problem the judge's 1-10 score (the verifier an open sweep gives best_of_n)."""
+    from ponder.verifiers.base import build_verifier
 
     ledger = Ledger(model=getattr(backend, "model", ""))
-    (score,) = await SelfEvalVerifier(ledger.meter(backend, "verifier")).score(problem, [text])
+    verifier = build_verifier("judge" if problem.kind == "open" else "self_eval", ledger.meter(backend, "verifier"))
+    (score,) = await verifier.score(problem, [text])
     return score.value, ledger.usage_by_role.get("verifier", Usage())
 
 

@@ -27,6 +27,11 @@ SYSTEM_PROMPT = (
     "on one line, in the form 'Final answer: <answer>'."
 )
 
+OPEN_SYSTEM_PROMPT = (
+    "First think about the request inside <think> and </think> tags: what is asked, what to say, how to order it. "
+    "After </think>, write your response to the request."
+)
+
 
 @dataclass(frozen=True)
 class BudgetForcing:
@@ -46,12 +51,16 @@ class BudgetForcing:
     """Appended in place of the end-of-thinking delimiter; s1 found "Wait" works best (Muennighoff et al. 2025)."""
     answer_max_tokens: int = 96
     """Most tokens for the answer after thinking ends."""
+    open_answer_max_tokens: int = 512
+    """Most tokens for the response after thinking on an open problem (an essay, not one answer line)."""
     temperature: float = 0.0
     """Sampling temperature of thinking and answer; s1 decodes greedily."""
     base_thinking_tokens: int = 128
     """at_budget(k) sets max_thinking_tokens = k x this (and min scaled in proportion), for sweeps."""
     system: str = SYSTEM_PROMPT
     """Tells models not trained to think in tags to reason inside <think>...</think>."""
+    open_system: str = OPEN_SYSTEM_PROMPT
+    """The same for open problems, whose response is the text after thinking, not a 'Final answer:' line."""
     seed: int | None = None
     """Seed of every call (continuations of one text); None: unseeded."""
 
@@ -63,8 +72,9 @@ class BudgetForcing:
                                    "use a number from 0 to max_thinking_tokens")
         if self.max_waits < 0:
             raise InvalidParameter("max_waits", self.max_waits, "use 0 or more")
-        if self.answer_max_tokens < 1:
-            raise InvalidParameter("answer_max_tokens", self.answer_max_tokens, "use at least 1 token")
+        for name in ("answer_max_tokens", "open_answer_max_tokens"):
+            if getattr(self, name) < 1:
+                raise InvalidParameter(name, getattr(self, name), "use at least 1 token")
 
     def at_budget(self, k: int) -> BudgetForcing:
         """k x `base_thinking_tokens` of thinking; the minimum keeps its ratio to the maximum."""
@@ -73,17 +83,19 @@ class BudgetForcing:
         return replace(self, max_thinking_tokens=top, min_thinking_tokens=low)
 
     async def solve(self, problem: Problem, backend: object, ledger: Ledger) -> Result:
-        messages = problem.messages(self.system or None)
+        is_open = problem.kind == "open"
+        messages = problem.messages((self.open_system if is_open else self.system) or None)
         trace: list[dict[str, Any]] = []
         thinking, used, forced, exhausted = await self._think(messages, backend, ledger, trace)
         answer_prefix = f"{THINK_OPEN}{thinking.rstrip()}\n{THINK_CLOSE}\n\n"
-        # A forced answer (cut thinking) is primed with "Final answer:", as s1 does.
-        answer_text = FORCED_ANSWER if forced else ""
+        # A forced answer (cut thinking) is primed with "Final answer:", as s1 does; an open response just starts.
+        answer_text = FORCED_ANSWER if forced and not is_open else ""
         finish: FinishReason = "stop"
         answer_tokens = 0
         if not exhausted:
             try:
-                answer_gen = await self._answer(messages, backend, ledger, answer_prefix + answer_text)
+                answer_gen = await self._answer(messages, backend, ledger, answer_prefix + answer_text,
+                                                self.open_answer_max_tokens if is_open else self.answer_max_tokens)
                 answer_text += answer_gen.text
                 finish, answer_tokens = answer_gen.finish_reason, answer_gen.completion_tokens
             except BudgetExhausted as e:
@@ -131,9 +143,10 @@ class BudgetForcing:
             trace.append({"event": "stopped", "thinking_tokens": used, "waits": waits})
             return thinking, used, False, False
 
-    async def _answer(self, messages: Sequence[Message], backend: object, ledger: Ledger, prefix: str) -> Generation:
+    async def _answer(self, messages: Sequence[Message], backend: object, ledger: Ledger, prefix: str,
+                      max_tokens: int) -> Generation:
         answerer = ledger.meter(backend, "policy", thinking=False)
-        params = SamplingParams(max_tokens=self.answer_max_tokens, temperature=self.temperature, seed=self.seed)
+        params = SamplingParams(max_tokens=max_tokens, temperature=self.temperature, seed=self.seed)
         return (await answerer.generate(messages, params, prefix))[0]
 
     @staticmethod

@@ -88,8 +88,12 @@ def candidate(gen: Generation, answer: str | None = None, score: float | None = 
 
 
 def answer_for(problem: Problem | None, text: str) -> str | None:
-    """The normalised answer of `text`; for a problem the math verifier grades, only a number or an expression."""
-    return answer_of(text, math=problem is not None and graded_as_math(problem))
+    """The normalised answer of `text`; for a problem the math verifier grades, only a number or an expression.
+    An open response with no answer line (an essay) is its own answer, so a selection can choose it."""
+    found = answer_of(text, math=problem is not None and graded_as_math(problem))
+    if found is None and problem is not None and problem.kind == "open":
+        return text.strip() or None
+    return found
 
 
 def cut_by_budget(ledger: Ledger, gens: Sequence[Generation], max_tokens: int) -> bool:

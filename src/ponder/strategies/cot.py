@@ -19,6 +19,8 @@ class ChainOfThought(Sampled):
     paper: ClassVar[str] = "Wei et al. 2022, Chain-of-Thought Prompting (arXiv:2201.11903)"
     streams_answer: ClassVar[bool] = True
     """Its last policy call is the answer itself, so the server can stream the answer as it is decoded."""
+    judged_baseline: ClassVar[bool] = True
+    """Its greedy answer is what every strategy's answer to an open problem is judged against."""
 
     temperature: float = 0.0
     """0 = greedy decoding, the usual single-sample baseline (Wei et al. 2022); > 0 samples once."""

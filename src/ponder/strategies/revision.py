@@ -21,6 +21,11 @@ REVISE_PROMPT = (
     "ending with 'The answer is N.'"
 )
 
+OPEN_REVISE_PROMPT = (
+    "Read the response above critically: what is unclear, wrong, missing or padded? "
+    "Then write an improved, complete response to the original request (only the response, no commentary)."
+)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Revision(Sampled):
@@ -39,6 +44,8 @@ class Revision(Sampled):
     every round's answer (Snell et al. 2024, Sec. 6 select among the revisions with a vote or verifier)."""
     revise_prompt: str = REVISE_PROMPT
     """The user turn that asks for the critique and the rewrite (Self-Refine's feedback + refine, in one call)."""
+    open_revise_prompt: str = OPEN_REVISE_PROMPT
+    """The same for an open problem, which has no answer to check: critique and rewrite the response."""
     temperature: float = 0.7
     """Revisions are sampled; Self-Refine decodes at 0.7."""
 
@@ -56,7 +63,8 @@ class Revision(Sampled):
         msgs = self.messages(problem)
         if last is None:
             return msgs
-        return (*msgs, Message("assistant", last), Message("user", self.revise_prompt))
+        ask = self.open_revise_prompt if problem.kind == "open" else self.revise_prompt
+        return (*msgs, Message("assistant", last), Message("user", ask))
 
     async def solve(self, problem: Problem, backend: object, ledger: Ledger) -> Result:
         policy = ledger.meter(backend, "policy")

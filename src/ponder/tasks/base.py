@@ -50,7 +50,8 @@ def graded_as_math(problem: Problem) -> bool:
 
 
 def answer(problem: Problem, text: str) -> str | None:
-    """The extracted, normalised answer of `text` (None for programs, which have no single answer)."""
+    """The extracted, normalised answer of `text` (None for programs, which have no single answer; an open
+    response with no answer line is its own answer, as strategies read it)."""
     if problem.kind == "code":
         return None
     extract = problem.metadata.get("answer_tag")
@@ -60,7 +61,8 @@ def answer(problem: Problem, text: str) -> str | None:
             from ponder.answers import normalize
 
             return normalize(tagged)
-    return answer_of(text, math=graded_as_math(problem))
+    found = answer_of(text, math=graded_as_math(problem))
+    return found if found is not None or problem.kind != "open" else text.strip() or None
 
 
 async def grade(problem: Problem, text: str) -> bool:
