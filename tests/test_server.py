@@ -107,7 +107,8 @@ def test_n_counts_the_prompt_once_like_one_call_with_n_samples(client) -> None:
 
 
 def test_reasoning_effort_selects_the_configured_strategy(client) -> None:
-    reply = ask(client, reasoning_effort="medium")  # self_consistency n=4 by default
+    # a math prompt: self_consistency n=4 by default
+    reply = ask(client, reasoning_effort="medium", extra_body={"ponder": {"kind": "math"}})
     block = reply.model_extra["ponder"]
     assert block["strategy"] == "self_consistency" and block["params"]["n"] == 4
     assert block["choices"][0]["votes"] == {"4": 3.0, "5": 1.0}
@@ -169,8 +170,24 @@ def test_streaming_sends_thinking_as_reasoning_content_then_the_answer(client) -
     assert usage is not None and usage.completion_tokens == 2 * count_tokens(THOUGHT) + 1
 
 
+def test_reasoning_effort_on_an_open_prompt_thinks_longer_and_streams_the_thinking(client, backend) -> None:
+    levels = {}
+    for level in ("low", "high"):  # a chat is an open prompt unless it says ponder.kind
+        before = len(backend.calls)
+        reply = ask(client, reasoning_effort=level)
+        block = reply.model_extra["ponder"]
+        assert block["strategy"] == "budget_forcing" and reply.choices[0].message.content == "4"
+        assert reply.choices[0].message.model_extra["reasoning_content"] == THOUGHT
+        levels[level] = backend.calls[before].params.max_tokens  # the first thinking call's cap
+    assert levels == {"low": 128, "high": 512}  # 128 x k thinking tokens
+    stream = ask(client, stream=True, reasoning_effort="medium")
+    chunks = [c.choices[0].delta for c in stream if c.choices]
+    assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in chunks) == THOUGHT
+    assert "".join(d.content or "" for d in chunks) == "4"
+
+
 def test_streaming_a_voting_strategy_sends_the_final_answer(client) -> None:
-    stream = ask(client, stream=True, reasoning_effort="high")
+    stream = ask(client, stream=True, reasoning_effort="high", extra_body={"ponder": {"kind": "math"}})
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == "So the answer is 4."
 

@@ -223,7 +223,7 @@ def test_client_disconnect_cancels_the_solve(stream: bool) -> None:
     slow = ScriptedBackend(lambda call, i: "late", model=MODEL, latency=30.0)
     app = create_app(slow, config=ServerConfig(keepalive_s=0.2))
     with live_server(app) as url:
-        body = {**CHAT, "stream": stream, "reasoning_effort": "medium"}
+        body = {**CHAT, "stream": stream, "reasoning_effort": "medium", "ponder": {"kind": "math"}}
         with httpx.Client(base_url=url, timeout=httpx.Timeout(10, read=0.6)) as c:
             if stream:  # read the first event (the role chunk or a keep-alive), then hang up
                 with c.stream("POST", "/chat/completions", json=body) as response:
@@ -243,7 +243,7 @@ def test_client_disconnect_cancels_the_solve(stream: bool) -> None:
 def test_metrics_count_requests_tokens_and_strategies() -> None:
     app = create_app(ScriptedBackend(lambda call, i: "The answer is 4.", model=MODEL))
     post(app)
-    post(app, body={**CHAT, "reasoning_effort": "medium"})
+    post(app, body={**CHAT, "reasoning_effort": "medium", "ponder": {"kind": "math"}})
     post(app, body={**CHAT, "ponder": {"strategy": "nope"}})
 
     async def get() -> str:

@@ -31,8 +31,8 @@ async def one_client(base: str, c: int) -> list[tuple[str, str, str]]:
         for j in range(REQUESTS_EACH):
             question = f"q-{c}-{j}"
             body: dict = {"model": MODEL, "messages": [{"role": "user", "content": question}]}
-            if j == 1:
-                body["reasoning_effort"] = "medium"
+            if j == 1:  # a math prompt votes (self_consistency); an open one thinks longer (budget forcing)
+                body.update(reasoning_effort="medium", ponder={"kind": "math"} if c % 2 else {})
             if j == 2:
                 body["stream"] = True
                 async with http.stream("POST", "/chat/completions", json=body) as r:

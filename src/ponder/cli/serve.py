@@ -27,11 +27,11 @@ err_console = Console(stderr=True)
 _EFFORT = re.compile(r"^(?P<level>[a-z]+)=(?P<strategy>[a-z][a-z0-9_]*?)(?:-(?P<k>\d+))?$")
 
 
-def parse_efforts(items: list[str]) -> dict[str, Any]:
-    """`LEVEL=STRATEGY[-K]` items -> Effort overrides on top of the defaults."""
+def parse_efforts(items: list[str], defaults: Any = None) -> dict[str, Any]:
+    """`LEVEL=STRATEGY[-K]` items -> Effort overrides on top of `defaults` (the math/code table by default)."""
     from ponder.server.config import DEFAULT_EFFORTS, Effort
 
-    efforts = dict(DEFAULT_EFFORTS)
+    efforts = dict(DEFAULT_EFFORTS if defaults is None else defaults)
     for item in items:
         m = _EFFORT.match(item.strip())
         if m is None:
@@ -117,7 +117,10 @@ def serve(
     try:
         if not 0 < port < 65536:
             raise InvalidParameter("port", port, "use a TCP port from 1 to 65535")
+        from ponder.server.config import DEFAULT_OPEN_EFFORTS
+
         efforts = parse_efforts(effort)
+        open_efforts = parse_efforts(effort, DEFAULT_OPEN_EFFORTS)  # the operator's levels apply to every prompt
         if policy is not None:
             efforts = {**efforts, "auto": policy_effort(policy, model if upstream is None else upstream_model)}
         if pass_through_fallback and not pass_through_key:
@@ -125,7 +128,8 @@ def serve(
         config = ServerConfig(api_key_env=api_key_env, pass_through_key=pass_through_key,
                               pass_through_fallback=pass_through_fallback,
                               max_concurrency=max_concurrency, max_n=max_n,
-                              max_body_bytes=max_body_bytes, efforts=efforts, strict_model=strict_model,
+                              max_body_bytes=max_body_bytes, efforts=efforts, open_efforts=open_efforts,
+                              strict_model=strict_model,
                               max_samples=max_samples, max_request_tokens=max_request_tokens,
                               max_sandbox_seconds=max_sandbox_seconds)
         ray_options = None

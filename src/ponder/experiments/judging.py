@@ -18,9 +18,10 @@ THINK_CLOSE = "</think>"
 """Thinking ends here (budget forcing's delimiter): a reader, and so the judge, sees only what follows."""
 
 
-def visible(text: str) -> str:
-    """What a reader sees of a response: the text after its thinking, stripped."""
-    return text.rsplit(THINK_CLOSE, 1)[-1].strip()
+def visible(text: str, answer: str | None = None) -> str:
+    """What a reader sees of a response: the text after its thinking, stripped; when nothing follows the thinking,
+    the strategy's own answer (budget forcing then answers with the thinking text)."""
+    return text.rsplit(THINK_CLOSE, 1)[-1].strip() or (answer or "").strip()
 
 
 def pool_subject(pool: str) -> str:
@@ -47,8 +48,9 @@ def plan_judging(problems: Sequence[Problem], results: Sequence[ResultRow],
     """A JudgeUnit for every stored result and pool sample on an open problem, against the baseline's answer."""
     base = baseline_strategy()
     by_id = {p.id: p for p in problems if p.kind == "open"}
-    baseline = {r.problem_id: visible(r.text) for r in results if r.strategy == base and r.problem_id in by_id}
-    units = [JudgeUnit(by_id[r.problem_id], r.strategy, r.budget, visible(r.text), baseline[r.problem_id])
+    baseline = {r.problem_id: visible(r.text, r.answer) for r in results
+                if r.strategy == base and r.problem_id in by_id}
+    units = [JudgeUnit(by_id[r.problem_id], r.strategy, r.budget, visible(r.text, r.answer), baseline[r.problem_id])
              for r in results if r.problem_id in baseline and r.strategy != base]
     return units + [JudgeUnit(by_id[s.problem_id], pool_subject(s.pool), s.index, visible(s.text),
                               baseline[s.problem_id]) for s in samples if s.problem_id in baseline]

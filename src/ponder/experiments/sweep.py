@@ -200,11 +200,14 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "big") % (2**31 - 2**20)  # room for base + i
 
 
-def _kind_settings(kind: str) -> dict[str, Any]:
+def _kind_settings(kind: str, max_tokens: int) -> dict[str, Any]:
     # Programs are asked for by the code task's own question; the math system prompt would ask for "The answer is N".
     # An open prompt asks for no answer line (the baseline is the model's direct answer; budget forcing keeps its own
     # open prompt), and has nothing to check: a verifier-using strategy scores with the judge, as its pool is scored.
-    return {"system": ""} if kind == "code" else {"system": "", "verifier": "judge"} if kind == "open" else {}
+    # Every open response is capped alike (budget forcing's answer after thinking included), so none wins by length.
+    if kind == "open":
+        return {"system": "", "verifier": "judge", "open_answer_max_tokens": max_tokens}
+    return {"system": ""} if kind == "code" else {}
 
 
 def once_for(config: SweepConfig, problem: Problem) -> tuple[str, ...]:
@@ -220,7 +223,7 @@ def plan(config: SweepConfig, problems: Sequence[Problem]) -> list[Unit]:
     units: list[Unit] = []
     sampler = _items(config.sampler)
     for p in problems:
-        base = {"max_tokens": config.max_tokens, **_kind_settings(p.kind)}
+        base = {"max_tokens": config.max_tokens, **_kind_settings(p.kind, config.max_tokens)}
         for name in (*config.strategies, *config.pool_kinds):
             _check_kind(name, p)
         for name in once_for(config, p):  # at its own default temperature (greedy for cot)
@@ -253,7 +256,7 @@ def strategy_settings(config: SweepConfig, kind: str) -> dict[str, dict[str, Any
     """Every strategy's fields at budget 1 as the sweep sets them (prompts included), for provenance."""
     out = {}
     for name in {*config.strategies, *config.pool_kinds}:
-        s = build_strategy(name, {"max_tokens": config.max_tokens, **_kind_settings(kind)})
+        s = build_strategy(name, {"max_tokens": config.max_tokens, **_kind_settings(kind, config.max_tokens)})
         if dataclasses.is_dataclass(s):
             out[name] = {f.name: _jsonable(getattr(s, f.name)) for f in dataclasses.fields(s) if f.name != "seed"}
     return dict(sorted(out.items()))

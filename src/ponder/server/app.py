@@ -145,10 +145,14 @@ class _Service:
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{
             "id": self.served, "object": "model", "created": 0, "owned_by": "ponder",
-            "ponder": {"strategies": STRATEGIES.names(), "reasoning_effort": {
-                level: {"strategy": e.strategy, "params": dict(e.params), "k": e.k}
-                for level, e in self.config.efforts.items()}},
+            "ponder": {"strategies": STRATEGIES.names(),
+                       "reasoning_effort": _efforts(self.config.efforts),
+                       "reasoning_effort_open": _efforts(self.config.open_efforts)},
         }]}
+
+
+def _efforts(table: Any) -> dict[str, Any]:
+    return {level: {"strategy": e.strategy, "params": dict(e.params), "k": e.k} for level, e in table.items()}
 
 
 def _server_key(config: ServerConfig) -> str | None:

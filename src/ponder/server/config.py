@@ -28,6 +28,16 @@ DEFAULT_EFFORTS: Mapping[str, Effort] = MappingProxyType({
     "medium": Effort("self_consistency", {"n": 4}),
     "high": Effort("self_consistency", {"n": 8}),
 })
+"""On a prompt with answers to compare (ponder.kind "math" or "code"): more samples to vote over."""
+DEFAULT_OPEN_EFFORTS: Mapping[str, Effort] = MappingProxyType({
+    "none": Effort("cot"),
+    "minimal": Effort("cot"),
+    "low": Effort("budget_forcing", {}, 1),
+    "medium": Effort("budget_forcing", {}, 2),
+    "high": Effort("budget_forcing", {}, 4),
+})
+"""On an open prompt (the default kind of a chat): longer thinking (128 x k tokens, s1 budget forcing), since
+open answers cannot be compared for equality and a vote over them means nothing."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,10 @@ class ServerConfig:
     max_sandbox_seconds: float = 10.0
     """Ceiling of a strategy's sandbox time per program (timeout_s)."""
     efforts: Mapping[str, Effort] = field(default_factory=lambda: DEFAULT_EFFORTS)
-    """reasoning_effort level -> the compute it buys."""
+    """reasoning_effort level -> the compute it buys on a math or code prompt."""
+    open_efforts: Mapping[str, Effort] = field(default_factory=lambda: DEFAULT_OPEN_EFFORTS)
+    """reasoning_effort level -> the compute it buys on an open prompt; a level only `efforts` has (the
+    operator's "auto" policy) applies to every prompt."""
     strict_model: bool = False
     """True: a request for another model than this server's is a 404. False: every model name is served."""
     keepalive_s: float = 10.0

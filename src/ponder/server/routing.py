@@ -4,7 +4,9 @@ The first of these that a request gives decides the strategy:
 
     1. `ponder: {"strategy": ..., "params": {...}, "budget": {...}}`   full control
     2. a model name `STRATEGY[-K]:MODEL`, e.g. `self_consistency-8:qwen2.5-coder-1.5b` (K: at_budget(k))
-    3. `reasoning_effort` (low/medium/high), mapped by ServerConfig.efforts
+    3. `reasoning_effort` (low/medium/high), mapped by ServerConfig.open_efforts on an open prompt (the default
+       kind of a request: thinking longer, budget forcing) and by ServerConfig.efforts on a math or code prompt
+       (`ponder.kind`: more samples to vote over)
     4. nothing: a plain request, answered by `cot` with the model's own behaviour (no system prompt of ours,
        OpenAI's default temperature 1.0)
 
@@ -109,10 +111,11 @@ def _choose(req: ChatCompletionRequest | CompletionRequest, config: ServerConfig
     if from_model:
         return from_model, k, params
     if req.reasoning_effort is not None:
-        effort = config.efforts.get(req.reasoning_effort)
+        table = config.open_efforts if (opts.kind if opts else "open") == "open" else config.efforts
+        effort = table.get(req.reasoning_effort) or config.efforts.get(req.reasoning_effort)
         if effort is None:
             raise InvalidParameter("reasoning_effort", req.reasoning_effort,
-                                   f"use one of: {', '.join(config.efforts)}")
+                                   f"use one of: {', '.join(dict.fromkeys([*table, *config.efforts]))}")
         return effort.strategy, effort.k, {**effort.params, **params}
     return "cot", None, {"system": "", **params}
 

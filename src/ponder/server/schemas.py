@@ -50,7 +50,8 @@ class PonderOptions(_Body):
     params: dict[str, Any] = Field(default_factory=dict, description="Strategy hyperparameters, by field name.")
     budget: BudgetSpec | None = None
     kind: Literal["math", "code", "open"] = Field(
-        default="open", description="What sort of answer: decides how answers are extracted for voting.")
+        default="open", description="What sort of answer: decides how answers are extracted for voting, and what "
+        "reasoning_effort buys (open: longer thinking; math or code: more samples to vote over).")
 
 
 class StreamOptions(_Body):
