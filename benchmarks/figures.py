@@ -177,6 +177,19 @@ def search_table(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def open_table(o: dict[str, Any]) -> str:
+    """open.json: win rate against the greedy baseline on the built-in open prompts, and the judge's position bias."""
+    lines = [f"| {o['n_prompts']} open prompts, judged by {o['judge']} | win rate vs greedy [95% CI] | generated "
+             "tokens per prompt |", "|---|---|---|"]
+    for c in o["curves"]:
+        lines.append(f"| `{c['strategy']}@{c['budget']}` | {pct(c['win_rate'])} [{pct(c['ci_low'])}, "
+                     f"{pct(c['ci_high'])}] | {c['tokens']:.0f} |")
+    lines.append(f"| the judge's position bias (0: none, +50%: always the first shown) / self-agreement across "
+                 f"orders | {points(o['position_bias'])} points / {pct(o['self_agreement'])} of "
+                 f"{o['n_verdicts']} verdicts |")
+    return "\n".join(lines)
+
+
 def blocks() -> dict[str, str]:
     """Every block the README quotes, by the JSON it comes from."""
     out = {"engine.json": engine_row(load("engine")), "server.json": server_row(load("server")),
@@ -187,6 +200,8 @@ def blocks() -> dict[str, str]:
         out["verifier.json"] = verifier_table(load("verifier"))
     if (RESULTS / "search.json").exists():
         out["search.json"] = search_table(load("search"))
+    if (RESULTS / "open.json").exists():
+        out["open.json"] = open_table(load("open"))
     if (RESULTS / "profile.json").exists():
         out["profile.json"] = profile_table(load("profile"))
     return out

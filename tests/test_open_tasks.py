@@ -212,3 +212,25 @@ def test_best_of_n_on_an_open_task_scores_its_pool_with_the_judge_and_its_curve_
     # one sample wins when it is longer than the baseline (2 of 3 are); the judge-scored best of 4 nearly always
     assert rows[("best_of_n", 4)]["win_rate"] > rows[("best_of_n", 1)]["win_rate"] > 0.5
     assert rows[("best_of_n", 4)]["tokens"] > 3 * rows[("best_of_n", 1)]["tokens"]
+
+
+def test_the_cli_sweeps_and_reports_an_open_task_and_refuses_a_named_judge_on_ray(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = ["sweep", "--task", "open", "--model", "scripted", "--strategies", "cot,budget_forcing", "--budgets", "1",
+            "--limit", "2", "--max-tokens", "32"]
+    done = runner.invoke(app, [*args, "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert "2 judgments" in done.output and "budget_forcing wins" in done.output
+    assert "cot 0%" not in done.output  # an open answer has no accuracy to show
+    shown = runner.invoke(app, ["report", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "budget_forcing@1 win rate" in shown.output and "position bias" in shown.output
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--ray", "--judge", "other.gguf"])
+    assert refused.exit_code == 2 and "--judge" in refused.output and "--ray" in refused.output
+    again = runner.invoke(app, ["sweep", "--resume", str(out), "--judge", "scripted"])
+    assert again.exit_code == 2 and "judge" in again.output  # a resume cannot change who judges

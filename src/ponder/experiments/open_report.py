@@ -19,8 +19,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ponder.experiments import curves
 from ponder.experiments.judged import Verdict, baseline_strategy, win_rate
 from ponder.experiments.judging import pool_subject
@@ -32,6 +30,7 @@ from ponder.experiments.outcomes import (
     pool_outcomes,
     pool_strategies,
     problem_order,
+    result_outcomes,
 )
 from ponder.experiments.records import JudgmentRow, ProblemRow, ResultRow, SampleRow
 from ponder.types import Usage
@@ -54,23 +53,14 @@ def judged_outcomes(pids: Sequence[str], results: Sequence[ResultRow], judgments
                     cost_model: CostModel) -> list[Outcome]:
     """Per (strategy, budget): each prompt's verdict score against the baseline, and the strategy's own compute;
     the baseline scores 0.5 on every prompt it answered. NaN where a prompt has no judgment."""
-    index = {pid: i for i, pid in enumerate(pids)}
     score = {(j.problem_id, j.strategy, j.budget): Verdict(j.response_first, j.baseline_first).score
              for j in judgments}
     base = baseline_strategy()
-    groups: dict[tuple[str, int], list[ResultRow]] = defaultdict(list)
-    for r in results:
-        groups[(r.strategy, r.budget)].append(r)
-    out = []
-    for (strategy, budget), rows in sorted(groups.items()):
-        correct = np.full(len(pids), math.nan)
-        cost = np.full((len(pids), len(AXES)), math.nan)
-        for r in rows:
-            i = index[r.problem_id]
-            correct[i] = 0.5 if strategy == base else score.get((r.problem_id, strategy, budget), math.nan)
-            cost[i] = cost_model.of(r.usage_by_role, r.seconds)
-        out.append(Outcome(strategy, budget, correct, {a: cost[:, j] for j, a in enumerate(AXES)}))
-    return out
+
+    def grade(r: ResultRow) -> float:
+        return 0.5 if r.strategy == base else score.get((r.problem_id, r.strategy, r.budget), math.nan)
+
+    return result_outcomes(pids, results, cost_model, grade)
 
 
 def judged_pool_outcomes(pids: Sequence[str], samples: Sequence[SampleRow], judgments: Sequence[JudgmentRow],

@@ -273,8 +273,10 @@ def _one_pool_outcome(strategy: PoolStrategy, k: int, pids: Sequence[str], data:
     return Outcome(label, k, correct, _by_axis(cost), strategy.deployable, exact)
 
 
-def result_outcomes(pids: Sequence[str], results: Sequence[ResultRow], cost_model: CostModel) -> list[Outcome]:
-    """One outcome per (strategy, budget) that the sweep ran; greedy CoT is strategy "cot"."""
+def result_outcomes(pids: Sequence[str], results: Sequence[ResultRow], cost_model: CostModel,
+                    grade: Callable[[ResultRow], float] = lambda r: float(r.correct)) -> list[Outcome]:
+    """One outcome per (strategy, budget) that the sweep ran; greedy CoT is strategy "cot". `grade` scores a row
+    in [0, 1] (NaN: no score), its correctness unless given (an open task's judged score)."""
     index = {pid: i for i, pid in enumerate(pids)}
     groups: dict[tuple[str, int], list[ResultRow]] = defaultdict(list)
     for r in results:
@@ -284,7 +286,7 @@ def result_outcomes(pids: Sequence[str], results: Sequence[ResultRow], cost_mode
         correct = np.full(len(pids), math.nan)
         cost = np.full((len(pids), 4), math.nan)
         for r in rows:
-            correct[index[r.problem_id]] = float(r.correct)
+            correct[index[r.problem_id]] = grade(r)
             cost[index[r.problem_id]] = cost_model.of(r.usage_by_role, r.seconds)
         out.append(Outcome(strategy, budget, correct, _by_axis(cost)))
     return out
