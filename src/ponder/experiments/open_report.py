@@ -37,6 +37,7 @@ from ponder.types import Usage
 
 EXAMPLES = 3
 """Prompts shown side by side in the report."""
+_SIDE_CSS = "table.side td{vertical-align:top;width:45%}table.side pre{white-space:pre-wrap}"
 
 
 @dataclass(frozen=True)
@@ -154,25 +155,28 @@ def summary_markdown(s: Mapping[str, Any], name: str = "") -> str:
 
 def examples_html(problems: Sequence[ProblemRow], results: Sequence[ResultRow],
                   judgments: Sequence[JudgmentRow], n: int = EXAMPLES) -> str:
-    """For the first `n` prompts: the baseline beside each response (its thinking shown), with both verdicts."""
+    """For the first `n` prompts: each strategy's response (its thinking included) in a column beside the
+    baseline's, with both verdicts, so a reader can check the judge."""
     base = baseline_strategy()
     by_key = {(r.problem_id, r.strategy, r.budget): r for r in results}
-    parts = ["<h2>Side by side</h2><p>The thinking and the answer of each strategy beside the baseline's, with the "
-             "judge's two verdicts (P(first shown is better), each order), so a reader can check the judge.</p>"]
+    parts = ["<h2>Side by side</h2><p>Each strategy's response, thinking included (the judge reads only what "
+             "follows it), beside the baseline's, with the judge's verdict in each order: P(the first shown is "
+             "better).</p>"]
     for p in problems[:n]:
         baseline = by_key.get((p.problem_id, base, 1))
-        mine = [j for j in judgments if j.problem_id == p.problem_id and (j.problem_id, j.strategy, j.budget) in by_key]
+        mine = [j for j in judgments if (j.problem_id, j.strategy, j.budget) in by_key and j.problem_id == p.problem_id]
         if baseline is None or not mine:
             continue
-        parts.append(f"<h3>{html.escape(p.question)}</h3><table class=side><tr><th class=l>{base} (baseline)"
-                     f"</th></tr><tr><td class=l><pre>{html.escape(baseline.text)}</pre></td></tr></table>")
+        parts.append(f"<h3>{html.escape(p.question)}</h3><table class=side>"
+                     f"<tr><th class=l>response</th><th class=l>{base} (the baseline)</th><th>verdicts</th></tr>")
         for j in mine:
-            r = by_key.get((j.problem_id, j.strategy, j.budget))
+            r = by_key[(j.problem_id, j.strategy, j.budget)]
             v = Verdict(j.response_first, j.baseline_first)
-            parts.append(f"<table class=side><tr><th class=l>{html.escape(j.strategy)}@{j.budget}: score "
-                         f"{v.score:g} (response first: {j.response_first:.2f}, baseline first: "
-                         f"{j.baseline_first:.2f})</th></tr><tr><td class=l><pre>"
-                         f"{html.escape(r.text if r else '')}</pre></td></tr></table>")
+            parts.append(f"<tr><td class=l><b>{html.escape(j.strategy)}@{j.budget}</b><pre>{html.escape(r.text)}"
+                         f"</pre></td><td class=l><pre>{html.escape(baseline.text)}</pre></td><td>score "
+                         f"{v.score:g}<br>response first: {j.response_first:.2f}<br>baseline first: "
+                         f"{j.baseline_first:.2f}</td></tr>")
+        parts.append("</table>")
     return "\n".join(parts)
 
 
@@ -193,7 +197,7 @@ def write_open_report(store: Any, folder: Path, config: Mapping[str, Any], prove
              f"{_fmt(r['ci_low'], pct=True)} - {_fmt(r['ci_high'], pct=True)}",
              *(_fmt(r[axis], digits=4) for axis in AXES), r["n_prompts"]] for r in summary["curves"]]
     page = [f"<!doctype html><html><head><meta charset=utf-8><title>ponder report {html.escape(name)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>ponder report {html.escape(name)} (open task)</h1>",
+            f"<style>{_CSS}{_SIDE_CSS}</style></head><body><h1>ponder report {html.escape(name)} (open task)</h1>",
             f"<pre>{html.escape(summary_markdown(summary, name))}</pre>",
             "<h2>Win rate against compute</h2>",
             *(_img(figures[f"win_rate_vs_{axis}"], f"win rate vs {AXIS_LABELS[axis]}") for axis in AXES),
