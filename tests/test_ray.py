@@ -92,6 +92,40 @@ def test_ray_sweep_stores_the_same_rows_and_provenance_as_in_process(tmp_path, r
         {k: v for k, v in expected.config.items() if k not in volatile}
 
 
+def _open_reply(call, i):
+    """Open prompts: a judge (one token) that prefers the longer response; thinking makes the answer longer."""
+    from ponder.backends.scripted import Reply
+
+    text = call.last_user
+    if call.params.max_tokens == 1 and "Response A:" in text:
+        a = text.split("Response A:\n")[1].split("\n\nResponse B:")[0]
+        b = text.split("Response B:\n")[1].split("\n\nAnswer with")[0]
+        letter, other = ("A", "B") if len(a) > len(b) else ("B", "A")
+        return Reply(letter, logprob=-0.05, top_logprobs={letter: -0.05, other: -3.0})
+    if "</think>" in call.prefix:
+        return "A longer, considered answer."
+    return "thinking" if call.prefix.startswith("<think>") else "An answer."
+
+
+def test_an_open_sweep_on_ray_stores_the_same_answers_and_judgments_as_in_process(tmp_path, ray_session):
+    config = SweepConfig("open", "scripted", ("budget_forcing", "tournament"), (1, 2), limit=3, max_tokens=32)
+    local = ScriptedBackend(_open_reply)
+    expected = run(config, local, tmp_path / "local", InProcessExecutor(local, 3))
+    pool = pool_of(2, script=_open_reply)
+    try:
+        got = run(config, RayReplicaBackend(pool), tmp_path / "ray", RayExecutor(pool, concurrency=2))
+    finally:
+        pool.close()
+
+    def judged(store):
+        return [(j.problem_id, j.strategy, j.budget, j.response_first, j.baseline_first) for j in store.judgments()]
+
+    assert len(judged(expected)) == 3 * 4 and judged(got) == judged(expected)
+    assert sweep_rows(got) == sweep_rows(expected)
+    assert all(j.response_first > 0.5 > j.baseline_first for j in expected.judgments() if j.strategy ==
+               "budget_forcing")  # its longer answer wins in both orders
+
+
 def test_units_are_spread_over_the_actors(tmp_path, ray_session):
     config = SweepConfig(write_task(tmp_path, 4), "scripted", ("cot", "self_consistency"), (1, 2), seed=1)
     pool = pool_of(2, latency=0.05, script=_pid_reply)
