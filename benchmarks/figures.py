@@ -179,14 +179,16 @@ def search_table(s: dict[str, Any]) -> str:
 
 def open_table(o: dict[str, Any]) -> str:
     """open.json: win rate against the greedy baseline on the built-in open prompts, and the judge's position bias."""
-    lines = [f"| {o['n_prompts']} open prompts, judged by {o['judge']} | win rate vs greedy [95% CI] | generated "
-             "tokens per prompt |", "|---|---|---|"]
+    lines = [f"| {o['n_prompts']} open prompts, judged by {o['judge']} | win rate vs greedy [95% CI] | judge's "
+             "preference [95% CI] | generated tokens per prompt |", "|---|---|---|---|"]
     for c in o["curves"]:
         lines.append(f"| `{c['strategy']}@{c['budget']}` | {pct(c['win_rate'])} [{pct(c['ci_low'])}, "
-                     f"{pct(c['ci_high'])}] | {c['tokens']:.0f} |")
-    lines.append(f"| the judge's position bias (0: none, +50%: always the first shown) / self-agreement across "
-                 f"orders | {points(o['position_bias'])} points / {pct(o['self_agreement'])} of "
-                 f"{o['n_verdicts']} verdicts |")
+                     f"{pct(c['ci_high'])}] | {pct(c['preference'])} [{pct(c['preference_ci_low'])}, "
+                     f"{pct(c['preference_ci_high'])}] | {c['tokens']:.0f} |")
+    lines.append(f"| the judge's position bias: in its verdicts (0: none, +50: always the first shown) / in its "
+                 f"probabilities; self-agreement across orders | {points(o['position_bias'])} / "
+                 f"{points(o['position_bias_in_probability'])} points; {pct(o['self_agreement'])} of "
+                 f"{o['n_verdicts']} verdicts | | |")
     return "\n".join(lines)
 
 

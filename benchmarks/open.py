@@ -80,7 +80,8 @@ def analyse(out: Path, resumed: dict[str, Any]) -> dict[str, Any]:
     shutil.copy2(out / "report" / "summary.json", committed / "summary.json")
     with Store.open(out) as store:
         config, wall = store.config, store.wall_seconds()
-    keep = ("strategy", "budget", "tokens", "flops", "seconds", "usd", "win_rate", "ci_low", "ci_high", "n_prompts")
+    keep = ("strategy", "budget", "tokens", "flops", "seconds", "usd", "win_rate", "ci_low", "ci_high", "preference",
+            "preference_ci_low", "preference_ci_high", "n_prompts")
     return {
         "benchmark": "open",
         "command": "benchmarks/open.py " + " ".join(sys.argv[1:]),
@@ -95,6 +96,7 @@ def analyse(out: Path, resumed: dict[str, Any]) -> dict[str, Any]:
         "curves": [{k: row[k] for k in keep} for row in summary["curves"]],
         "best": summary["best"],
         "position_bias": summary["position_bias"],
+        "position_bias_in_probability": summary["position_bias_in_probability"],
         "self_agreement": summary["self_agreement"],
         "n_verdicts": summary["n_verdicts"],
         "judge_usage": summary["judge_usage"],

@@ -67,6 +67,15 @@ def test_a_judge_that_prefers_longer_answers_is_consistent_and_unbiased() -> Non
     assert report.position_bias == 0.0
 
 
+def test_the_preference_keeps_the_judges_probabilities_and_cancels_a_constant_lean() -> None:
+    # a judge that likes the response (0.7) but adds 0.2 to whichever answer comes first: 0.9 and 0.5
+    leaning = Verdict(0.9, 0.5)
+    assert leaning.score == 0.75 and leaning.preference == pytest.approx(0.7)
+    assert Verdict(0.6, 0.6).preference == 0.5  # always first, however sure: exactly even
+    report = win_rate([leaning, Verdict(0.6, 0.6)])
+    assert report.mean_p_first == pytest.approx((0.9 + 0.5 + 0.6 + 0.6) / 4 - 0.5)
+
+
 def test_ties_count_half() -> None:
     assert preference(0.5) == 0.5 and Verdict(0.5, 0.5).score == 0.5 and Verdict(0.5, 0.5).consistent
     assert Verdict(0.9, 0.5).score == 0.75 and not Verdict(0.9, 0.5).consistent
@@ -177,7 +186,9 @@ def test_the_open_report_shows_win_rate_curves_with_intervals_and_the_judges_bia
     # the tournament's answers are as long as the baseline's, so this judge falls back on the second position in
     # both orders: each verdict is a tie (0.5), and half of all verdicts lean second: a position bias of -0.25
     assert rows[("tournament", 2)]["win_rate"] == 0.5 and rows[("tournament", 2)]["ci_high"] == 0.5
-    assert all({"strategy", "budget", "tokens", "win_rate", "ci_low", "ci_high"} <= set(r) for r in s["curves"])
+    assert all({"strategy", "budget", "tokens", "win_rate", "ci_low", "ci_high", "preference"} <= set(r)
+               for r in s["curves"])
+    assert rows[("budget_forcing", 2)]["preference"] > 0.9 and rows[("cot", 1)]["preference"] == 0.5
     assert s["position_bias"] == pytest.approx(-0.25) and s["self_agreement"] == 0.5 and s["n_prompts"] == 3
     assert rows[("budget_forcing", 2)]["tokens"] > rows[("budget_forcing", 1)]["tokens"] > 0
     page = files.html.read_text()

@@ -60,6 +60,13 @@ class Verdict:
         return (preference(self.response_first) + 1.0 - preference(self.baseline_first)) / 2.0
 
     @property
+    def preference(self) -> float:
+        """The judge's own probability that the response is better, averaged over the two orders: a judge that adds
+        a constant to whichever answer comes first shifts both orders alike, and the bias cancels. It keeps what a
+        judge too position-bound to flip its verdict still says through its probabilities."""
+        return (self.response_first + 1.0 - self.baseline_first) / 2.0
+
+    @property
     def consistent(self) -> bool:
         """Did the two orders name the same winner (or both a tie)?"""
         return preference(self.response_first) == 1.0 - preference(self.baseline_first)
@@ -84,6 +91,8 @@ class WinRate:
     self_agreement: float
     """Share of prompts whose two orders named the same winner."""
     n: int
+    mean_p_first: float = math.nan
+    """Mean P(first better) over every judged call, less 0.5: the position bias in the judge's probabilities."""
 
 
 def win_rate(verdicts: Sequence[Verdict], seed: int = 0) -> WinRate:
@@ -91,5 +100,7 @@ def win_rate(verdicts: Sequence[Verdict], seed: int = 0) -> WinRate:
         return WinRate(math.nan, (math.nan, math.nan), math.nan, math.nan, 0)
     scores = [v.score for v in verdicts]
     firsts = [p for v in verdicts for p in v.first_preferences]
+    probs = [p for v in verdicts for p in (v.response_first, v.baseline_first)]
     return WinRate(sum(scores) / len(scores), bootstrap_ci(scores, seed), sum(firsts) / len(firsts) - 0.5,
-                   sum(v.consistent for v in verdicts) / len(verdicts), len(verdicts))
+                   sum(v.consistent for v in verdicts) / len(verdicts), len(verdicts),
+                   sum(probs) / len(probs) - 0.5)

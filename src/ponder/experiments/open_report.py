@@ -14,7 +14,7 @@ import html
 import json
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -45,16 +45,30 @@ class OpenAnalysis:
     pids: tuple[str, ...]
     outcomes: tuple[Outcome, ...]
     points: tuple[curves.Point, ...]
+    preference_points: tuple[curves.Point, ...]
+    """The same curves with each verdict's `preference` (the judge's probabilities) in place of its win."""
     verdicts: Mapping[tuple[str, int], tuple[Verdict, ...]]
     """(strategy, budget) -> its verdicts, in problem order."""
     judge_usage: Usage
 
 
+Measure = Callable[[Verdict], float]
+
+
+def win(v: Verdict) -> float:
+    return v.score
+
+
+def preference(v: Verdict) -> float:
+    return v.preference
+
+
 def judged_outcomes(pids: Sequence[str], results: Sequence[ResultRow], judgments: Sequence[JudgmentRow],
-                    cost_model: CostModel) -> list[Outcome]:
-    """Per (strategy, budget): each prompt's verdict score against the baseline, and the strategy's own compute;
-    the baseline scores 0.5 on every prompt it answered. NaN where a prompt has no judgment."""
-    score = {(j.problem_id, j.strategy, j.budget): Verdict(j.response_first, j.baseline_first).score
+                    cost_model: CostModel, measure: Measure = win) -> list[Outcome]:
+    """Per (strategy, budget): each prompt's verdict score against the baseline (or another `measure` of the
+    verdict), and the strategy's own compute; the baseline scores 0.5 on every prompt it answered. NaN where a
+    prompt has no judgment."""
+    score = {(j.problem_id, j.strategy, j.budget): measure(Verdict(j.response_first, j.baseline_first))
              for j in judgments}
     base = baseline_strategy()
 
@@ -65,10 +79,11 @@ def judged_outcomes(pids: Sequence[str], results: Sequence[ResultRow], judgments
 
 
 def judged_pool_outcomes(pids: Sequence[str], samples: Sequence[SampleRow], judgments: Sequence[JudgmentRow],
-                         cost_model: CostModel, budgets: Sequence[int] | None, seed: int) -> list[Outcome]:
+                         cost_model: CostModel, budgets: Sequence[int] | None, seed: int,
+                         measure: Measure = win) -> list[Outcome]:
     """The pooled curves (best-of-N with the judge's scores, ...) over k-subsets of each pool, as on math, with
     each sample's verdict score standing for its correctness: the expected win of the sample each selects."""
-    score = {(j.problem_id, j.strategy, j.budget): Verdict(j.response_first, j.baseline_first).score
+    score = {(j.problem_id, j.strategy, j.budget): measure(Verdict(j.response_first, j.baseline_first))
              for j in judgments}
     judged = [replace(s, correct=score[key]) for s in samples  # type: ignore[arg-type]
               if (key := (s.problem_id, pool_subject(s.pool), s.index)) in score]
@@ -83,34 +98,44 @@ def analyze_open(problems: Sequence[ProblemRow], results: Sequence[ResultRow], j
     if config.get("machine_seconds"):
         cost_model = cost_model.amortised(float(config["machine_seconds"]), [*samples, *results])
     pids = problem_order(problems, results, samples)
-    outcomes = judged_pool_outcomes(pids, samples, judgments, cost_model, config.get("budgets"), seed)
+    budgets = config.get("budgets")
+    outcomes = judged_pool_outcomes(pids, samples, judgments, cost_model, budgets, seed)
     outcomes += judged_outcomes(pids, results, judgments, cost_model)
+    soft = judged_pool_outcomes(pids, samples, judgments, cost_model, budgets, seed, preference)
+    soft += judged_outcomes(pids, results, judgments, cost_model, preference)
     order = {pid: i for i, pid in enumerate(pids)}
     verdicts: dict[tuple[str, int], list[Verdict]] = defaultdict(list)
     for j in sorted(judgments, key=lambda j: order.get(j.problem_id, len(order))):
         verdicts[(j.strategy, j.budget)].append(Verdict(j.response_first, j.baseline_first))
     usage = sum((u for j in judgments for u in j.usage_by_role.values()), Usage())
     return OpenAnalysis(tuple(pids), tuple(outcomes), tuple(curves.curve_points(outcomes, seed, resamples)),
-                        {k: tuple(v) for k, v in verdicts.items()}, usage)
+                        tuple(curves.curve_points(soft, seed, resamples)), {k: tuple(v) for k, v in verdicts.items()},
+                        usage)
 
 
 def open_headline(a: OpenAnalysis, config: Mapping[str, Any]) -> dict[str, Any]:
     """The figures of an open run's summary.json: the curves, the best point, and the judge's own behaviour."""
     every = [v for vs in a.verdicts.values() for v in vs]
     overall = win_rate(every)
+    soft = {(p.strategy, p.budget): p for p in a.preference_points}
     rows = [{"strategy": p.strategy, "budget": p.budget, "win_rate": p.accuracy, "ci_low": p.ci_low,
-             "ci_high": p.ci_high, "n_prompts": p.n_problems, **{a_: p.cost[a_] for a_ in AXES}}
+             "ci_high": p.ci_high, "preference": soft[(p.strategy, p.budget)].accuracy,
+             "preference_ci_low": soft[(p.strategy, p.budget)].ci_low,
+             "preference_ci_high": soft[(p.strategy, p.budget)].ci_high, "n_prompts": p.n_problems,
+             **{a_: p.cost[a_] for a_ in AXES}}
             for p in sorted(a.points, key=lambda p: (p.strategy, p.budget))]
     judged = [r for r in rows if r["strategy"] != baseline_strategy() and math.isfinite(r["win_rate"])]
     best = max(judged, key=lambda r: (r["win_rate"], -r["tokens"]), default=None)
     return {
-        "measure": "win rate against the baseline (judged in both orders, ties half)",
+        "measure": "win rate against the baseline (judged in both orders, ties half); preference: the judge's "
+                   "probability that the answer is better, averaged over both orders",
         "baseline": baseline_strategy(),
         "judge": config.get("judge") or config.get("model_name") or config.get("model"),
         "n_prompts": len(a.pids),
         "curves": rows,
         "best": best,
         "position_bias": overall.position_bias,
+        "position_bias_in_probability": overall.mean_p_first,
         "self_agreement": overall.self_agreement,
         "n_verdicts": overall.n,
         "judge_usage": {"prompt_tokens": a.judge_usage.prompt_tokens,
@@ -125,15 +150,17 @@ def draw(a: OpenAnalysis, folder: Path) -> dict[str, Path]:
 
     plt = _pyplot()
     out = {}
-    for axis in AXES:
-        fig, ax = plt.subplots(figsize=(7.5, 4.6))
-        for strategy, pts in _by_strategy(a.points).items():
-            _draw_curve(ax, pts, [p.cost[axis] for p in pts], strategy)
-        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-        ax.set_xscale("log")
-        out[f"win_rate_vs_{axis}"] = _finish(
-            fig, ax, folder / f"win_rate_vs_{axis}.png", f"{AXIS_LABELS[axis]} per prompt (log scale)",
-            "win rate vs baseline", f"Win rate vs {AXIS_LABELS[axis]} (95% bootstrap CI over prompts)")
+    for name, points, label in (("win_rate", a.points, "win rate"), ("preference", a.preference_points,
+                                                                      "judge's preference")):
+        for axis in AXES:
+            fig, ax = plt.subplots(figsize=(7.5, 4.6))
+            for strategy, pts in _by_strategy(points).items():
+                _draw_curve(ax, pts, [p.cost[axis] for p in pts], strategy)
+            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+            ax.set_xscale("log")
+            out[f"{name}_vs_{axis}"] = _finish(
+                fig, ax, folder / f"{name}_vs_{axis}.png", f"{AXIS_LABELS[axis]} per prompt (log scale)",
+                f"{label} vs baseline", f"{label.capitalize()} vs {AXIS_LABELS[axis]} (95% bootstrap CI over prompts)")
     return out
 
 
@@ -143,13 +170,16 @@ def summary_markdown(s: Mapping[str, Any], name: str = "") -> str:
              f"- Prompts: {s['n_prompts']}; measure: {s['measure']}, against {s['baseline']} (greedy)",
              f"- Judge: {s['judge']}; position bias {s['position_bias']:+.3f} (0 none, +0.5 always the first "
              f"shown); agrees with itself across orders on {100 * s['self_agreement']:.0f}% of "
-             f"{s['n_verdicts']} verdicts",
+             f"{s['n_verdicts']} verdicts; in its probabilities the first shown gains "
+             f"{s['position_bias_in_probability']:+.3f}",
              "- Best: " + (f"{best['strategy']}@{best['budget']} wins {100 * best['win_rate']:.1f}% "
                            f"[{100 * best['ci_low']:.1f}, {100 * best['ci_high']:.1f}] at {best['tokens']:.0f} "
                            "tokens per prompt" if best else "n/a (nothing judged)"),
-             "", "| strategy | budget | win rate | 95% CI | tokens / prompt |", "|---|---|---|---|---|"]
+             "", "| strategy | budget | win rate | 95% CI | preference | 95% CI | tokens / prompt |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['strategy']} | {r['budget']} | {100 * r['win_rate']:.1f}% | {100 * r['ci_low']:.1f} - "
-              f"{100 * r['ci_high']:.1f} | {r['tokens']:.0f} |" for r in s["curves"]]
+              f"{100 * r['ci_high']:.1f} | {100 * r['preference']:.1f}% | {100 * r['preference_ci_low']:.1f} - "
+              f"{100 * r['preference_ci_high']:.1f} | {r['tokens']:.0f} |" for r in s["curves"]]
     return "\n".join([*lines, ""])
 
 
@@ -201,6 +231,10 @@ def write_open_report(store: Any, folder: Path, config: Mapping[str, Any], prove
             f"<pre>{html.escape(summary_markdown(summary, name))}</pre>",
             "<h2>Win rate against compute</h2>",
             *(_img(figures[f"win_rate_vs_{axis}"], f"win rate vs {AXIS_LABELS[axis]}") for axis in AXES),
+            "<h2>The judge's preference against compute</h2><p>Its probability that the answer is better, "
+            "averaged over both orders: a constant lean towards one position cancels, and what a judge too "
+            "position-bound to flip its verdict still says through its probabilities is kept.</p>",
+            *(_img(figures[f"preference_vs_{axis}"], f"preference vs {AXIS_LABELS[axis]}") for axis in AXES),
             _table(["strategy", "budget", "win rate", "95% CI", *(f"{AXIS_LABELS[x]} / prompt" for x in AXES),
                     "prompts"], rows, "win-rate"),
             examples_html(problems, results, judgments),
