@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.benchmarking import write_result
+from ponder.experiments.judging import visible
 from ponder.experiments.store import Store
 
 HERE = Path(__file__).parent
@@ -80,6 +82,9 @@ def analyse(out: Path, resumed: dict[str, Any]) -> dict[str, Any]:
     shutil.copy2(out / "report" / "summary.json", committed / "summary.json")
     with Store.open(out) as store:
         config, wall = store.config, store.wall_seconds()
+        words: dict[tuple[str, int], list[int]] = {}
+        for r in store.results():  # what the judge read: the answer after any thinking
+            words.setdefault((r.strategy, r.budget), []).append(len(visible(r.text, r.answer).split()))
     keep = ("strategy", "budget", "tokens", "flops", "seconds", "usd", "win_rate", "ci_low", "ci_high", "preference",
             "preference_ci_low", "preference_ci_high", "n_prompts")
     return {
@@ -93,7 +98,9 @@ def analyse(out: Path, resumed: dict[str, Any]) -> dict[str, Any]:
         "n_prompts": summary["n_prompts"],
         "max_tokens": config.get("max_tokens"),
         "measure": summary["measure"],
-        "curves": [{k: row[k] for k in keep} for row in summary["curves"]],
+        "curves": [{**{k: row[k] for k in keep},
+                    "answer_words_median": statistics.median(words[(row["strategy"], row["budget"])])}
+                   for row in summary["curves"]],
         "best": summary["best"],
         "position_bias": summary["position_bias"],
         "position_bias_in_probability": summary["position_bias_in_probability"],
