@@ -1,7 +1,7 @@
 """Open-task benchmark: does thinking pay on prompts with no checker? Writes benchmarks/results/open.json and
 commits the run's report summary as benchmarks/results/open/summary.json (the README's figures come from them).
 
-    .venv/bin/python benchmarks/open.py [--out runs/open] [--limit 16] [--model qwen2.5-coder-1.5b]
+    .venv/bin/python benchmarks/open.py [--out runs/open] [--limit 32] [--model qwen2.5-coder-1.5b]
                                         [--strategies cot,budget_forcing,tournament] [--budgets 1,2,4]
                                         [--kill-after 3] [--analyse-only]
 
@@ -9,7 +9,8 @@ One `ponder sweep --task open` on ponder's built-in open prompts (essays, explan
 judged by the same model against its own greedy answer, in both orders (experiments/judged.py). Budget forcing
 thinks 128 x budget tokens; a tournament samples `budget` responses and knocks them out with the judge. The
 sweep is killed with SIGKILL once `--kill-after` results are stored and then resumed (`ponder sweep --resume`),
-to show that a killed open sweep loses nothing; the benchmark records the row counts before and after. Intervals
+to show that a killed open sweep loses nothing; the benchmark records the row counts before and after (a run
+grown later with a larger --limit keeps that record). Intervals
 are bootstrap 95% over prompts. The judge's own position bias (its preference for whichever answer is shown
 first) and its agreement with itself across the two orders are reported, since they bound what a win-rate means.
 """
@@ -64,7 +65,7 @@ def sweep(out: Path, model: str, strategies: str, budgets: str, limit: int, max_
             proc.wait()
             killed = {"killed_with": "SIGKILL", "results_at_kill": _rows(out)[0], "judgments_at_kill": _rows(out)[1]}
             print("killed:", killed, flush=True)
-    cmd = [_ponder(), "sweep", "--resume", str(out)] if (out / "store.sqlite").exists() else [
+    cmd = [_ponder(), "sweep", "--resume", str(out), "--limit", str(limit)] if (out / "store.sqlite").exists() else [
         _ponder(), "sweep", "--task", "open", "--model", model, "--strategies", strategies, "--budgets", budgets,
         "--limit", str(limit), "--max-tokens", str(max_tokens), "--seed", "0", "--out", str(out)]
     print("$", " ".join(cmd), flush=True)
@@ -117,7 +118,7 @@ def analyse(out: Path, resumed: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/open"))
-    ap.add_argument("--limit", type=int, default=16)
+    ap.add_argument("--limit", type=int, default=32, help="Prompts (the first ones; a larger limit grows the run)")
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--strategies", default="cot,budget_forcing,tournament")
     ap.add_argument("--budgets", default="1,2,4")
@@ -128,11 +129,11 @@ def main() -> None:
     args = ap.parse_args()
     previous = HERE / "results" / "open.json"
     resumed: dict[str, Any] = {}
-    if args.analyse_only and previous.exists():
+    if previous.exists():  # a run grown or re-analysed keeps the record of the kill it survived
         resumed = json.loads(previous.read_text()).get("resumed_after_kill") or {}
     if not args.analyse_only:
         resumed = sweep(args.out, args.model, args.strategies, args.budgets, args.limit, args.max_tokens,
-                        args.kill_after)
+                        args.kill_after) or resumed
     result = analyse(args.out, resumed)
     path = write_result(result, previous)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1, default=str))
