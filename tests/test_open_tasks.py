@@ -243,5 +243,8 @@ def test_the_cli_sweeps_and_reports_an_open_task_and_refuses_a_named_judge_on_ra
     assert "budget_forcing@1 win rate" in shown.output and "position bias" in shown.output
     refused = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--ray", "--judge", "other.gguf"])
     assert refused.exit_code == 2 and "--judge" in refused.output and "--ray" in refused.output
+    math = runner.invoke(app, ["sweep", "--task", "gsm8k", "--model", "scripted", "--judge", "scripted", "--out",
+                               str(tmp_path / "math")])
+    assert math.exit_code == 2 and "only open tasks are judged" in math.output
     again = runner.invoke(app, ["sweep", "--resume", str(out), "--judge", "scripted"])
     assert again.exit_code == 2 and "judge" in again.output  # a resume cannot change who judges

@@ -168,6 +168,9 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
         if stored is not None:  # settings the user gave that differ are refused before the model loads
             check_resume({k: stored.get(k) for k in config.to_dict()}, config.to_dict(), resume)
         kind = load_task(config.task, **config.task_options).kind  # an unknown task fails before the model loads
+        if config.judge and kind != "open":
+            raise InvalidParameter("judge", config.judge, f"only open tasks are judged; {config.task} is a {kind} "
+                                   "task, checked by its answers: drop --judge")
         backend = _open_backend(config.model, n_threads, ray, config.deterministic, profile)
         judge = None
         try:
