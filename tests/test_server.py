@@ -180,6 +180,10 @@ def test_reasoning_effort_on_an_open_prompt_thinks_longer_and_streams_the_thinki
         assert reply.choices[0].message.model_extra["reasoning_content"] == THOUGHT
         levels[level] = backend.calls[before].params.max_tokens  # the first thinking call's cap
     assert levels == {"low": 128, "high": 512}  # 128 x k thinking tokens
+    before = len(backend.calls)
+    ask(client, reasoning_effort="low", max_tokens=40)  # the client's cap holds for the answer after thinking
+    assert backend.calls[-1].prefix.endswith("</think>\n\n") and backend.calls[-1].params.max_tokens == 40
+    assert len(backend.calls) == before + 2
     stream = ask(client, stream=True, reasoning_effort="medium")
     chunks = [c.choices[0].delta for c in stream if c.choices]
     assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in chunks) == THOUGHT

@@ -27,6 +27,9 @@ OPTION_FIELDS: Mapping[str, tuple[str, ...]] = {
     "verifier": ("verifier",),
     "seed": ("seed",),
 }
+ALSO_SETS: Mapping[str, tuple[str, ...]] = {"answer_max_tokens": ("open_answer_max_tokens",)}
+"""Fields an option sets beside its target, where the strategy has them: a client's max_tokens caps budget
+forcing's answer to an open prompt (an essay) as it caps a one-line answer."""
 
 
 def strategy_fields(cls: Any) -> dict[str, dataclasses.Field[Any]]:
@@ -79,6 +82,7 @@ def build_strategy(name: str, options: Mapping[str, Any] | None = None,
             flag = "--" + option.replace("_", "-")
             raise InvalidParameter(flag, value, f"strategy {name!r} does not take it; its parameters: {valid}")
         kwargs[target] = value
+        kwargs.update({also: value for also in ALSO_SETS.get(target, ()) if also in fields})
     items = params.items() if isinstance(params, Mapping) else [_split(item) for item in params]
     for key, value in items:
         key = str(key).strip().replace("-", "_")
