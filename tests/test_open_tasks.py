@@ -248,3 +248,25 @@ def test_the_cli_sweeps_and_reports_an_open_task_and_refuses_a_named_judge_on_ra
     assert math.exit_code == 2 and "only open tasks are judged" in math.output
     again = runner.invoke(app, ["sweep", "--resume", str(out), "--judge", "scripted"])
     assert again.exit_code == 2 and "judge" in again.output  # a resume cannot change who judges
+
+
+def test_revision_on_an_open_prompt_critiques_the_response_not_an_answer_line(tmp_path) -> None:
+    seen = []
+
+    def reply(call, i):
+        seen.append(call)
+        if "Response A:" in call.last_user:
+            return _open_reply(call, i)
+        return "Trees cool streets and clean the air." if "critically" in call.last_user else "Trees cool streets."
+
+    from ponder.experiments.store import Store
+    from ponder.experiments.sweep import run_sweep
+
+    config = SweepConfig("open", "scripted", ("revision",), (1, 2), limit=2, max_tokens=32)
+    store = Store.create(tmp_path / "run", config.to_dict())
+    asyncio.run(run_sweep(config, ScriptedBackend(reply), store))
+    revise = [c for c in seen if len(c.messages) > 2]
+    assert revise and all("The answer is" not in c.last_user for c in revise)  # the open revise prompt
+    assert all(c.messages[0].role != "system" for c in seen if "Response A:" not in c.last_user)  # direct answers
+    scores = {(j.budget, Verdict(j.response_first, j.baseline_first).score) for j in store.judgments()}
+    assert scores == {(1, 0.5), (2, 1.0)}  # one round is the baseline's own answer; the revision is longer
