@@ -383,3 +383,21 @@ def test_pools_at_several_temperatures_are_curves_of_their_own(tmp_path):
     assert owner_of("best_of_n_max") == ("best_of_n", {"mode": "max"})
     with pytest.raises(InvalidParameter, match="temperatures"):
         SweepConfig(config.task, "scripted", ("self_consistency",), (1,), temperatures=(0.0,))
+
+
+def test_a_sweeps_kv_cache_type_is_validated_recorded_and_reaches_only_a_local_engine(tmp_path):
+    from ponder.errors import InvalidParameter
+
+    config = SweepConfig("gsm8k", "m.gguf", ("cot",), (1,), kv_cache_type="q8_0")
+    assert config.to_dict()["kv_cache_type"] == "q8_0"
+    assert SweepConfig.from_dict(config.to_dict()) == config
+    assert SweepConfig.from_dict({k: v for k, v in config.to_dict().items() if k != "kv_cache_type"}).kv_cache_type \
+        == "f16"  # a store made before the setting
+    with pytest.raises(InvalidParameter, match="q8_0, q4_0"):
+        SweepConfig("gsm8k", "m.gguf", ("cot",), (1,), kv_cache_type="q2_k")
+    with pytest.raises(InvalidParameter, match="deterministic"):
+        SweepConfig("gsm8k", "m.gguf", ("cot",), (1,), deterministic=True, kv_cache_type="q4_0")
+    task = write_task(tmp_path, 2)
+    refused = cli("--task", task, "--model", "scripted", "--budgets", "1", "--kv-cache-type", "q8_0",
+                  "--out", tmp_path / "r")
+    assert refused.exit_code == 2 and "kv_cache_type" in refused.output and not (tmp_path / "r").exists()

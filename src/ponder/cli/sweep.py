@@ -69,6 +69,8 @@ def sweep(
                                        "identical rows (batch shapes change llama.cpp's numbers). Costs "
                                        "throughput: 0.61x the default's on the tiny model (README). Recorded in the "
                                        "store; a resume keeps the run's mode."),
+    kv_cache_type: str = typer.Option(None, "--kv-cache-type", help="A local model's KV cache: f16 (default), "
+                                      "q8_0 or q4_0 (quantised: fewer bytes per step; recorded in the store)."),
     judge: str = typer.Option(None, "--judge", help="Open tasks: the model that judges each answer against the "
                               "greedy baseline (as --model; default: the sweep's own model)."),
     profile: bool = typer.Option(False, "--profile", help="Record every engine step (width, context, time) in the "
@@ -81,7 +83,7 @@ def sweep(
                  "task_options": _task_options(task_opt) if task_opt else None,
                  "temperatures": _temperatures(temperatures) if temperatures else None,
                  "deterministic": True if deterministic else None,  # unset: a resume keeps the stored mode
-                 "judge": judge}
+                 "judge": judge, "kv_cache_type": kv_cache_type}
         sampler = {"top_p": top_p, "top_k": top_k, "min_p": min_p, "repetition_penalty": repetition_penalty,
                    "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty}
         if any(v is not None for v in sampler.values()):
@@ -171,7 +173,7 @@ async def _run(given: dict[str, Any], out: Path | None, resume: Path | None, con
         if config.judge and kind != "open":
             raise InvalidParameter("judge", config.judge, f"only open tasks are judged; {config.task} is a {kind} "
                                    "task, checked by its answers: drop --judge")
-        backend = _open_backend(config.model, n_threads, ray, config.deterministic, profile)
+        backend = _open_backend(config.model, n_threads, ray, config.deterministic, profile, config.kv_cache_type)
         judge = None
         try:
             if config.judge and kind == "open":
@@ -245,14 +247,17 @@ def _executor(backend: Any, concurrency: int, ray: Any, judge: Any = None) -> An
 
 
 def _open_backend(spec: str, n_threads: int | None, ray: Any = None, deterministic: bool = False,
-                  profile: bool = False) -> Any:
+                  profile: bool = False, kv_cache_type: str = "f16") -> Any:
     from ponder.backends.factory import open_backend
+    from ponder.compute import KVCacheType
 
     local = spec != "scripted" and not spec.startswith(("http://", "https://"))
     if profile and not local:
         raise InvalidParameter("profile", True, "a profile traces ponder's own engine: sweep a local model")
     # Only the local engine can fix its batches; any other backend is refused by check_backend, naming the flag.
     options: dict[str, Any] = {"deterministic": True} if deterministic and local else {}
+    if kv_cache_type != KVCacheType.F16:  # the factory refuses it for a backend that is not ponder's engine
+        options["kv_cache_type"] = KVCacheType(kv_cache_type)
     if profile:
         options["trace"] = True
     if ray is not None:  # each actor opens its own replica; the driver sees them as one backend

@@ -39,7 +39,7 @@ from ponder.types import SAMPLER_FIELDS, Problem, SamplingParams
 
 VOLATILE = frozenset({"created", "ponder_version"})
 """Settings recorded for provenance that may differ on resume."""
-ADDED_SETTINGS: Mapping[str, Any] = {"deterministic": False}
+ADDED_SETTINGS: Mapping[str, Any] = {"deterministic": False, "kv_cache_type": "f16"}
 """Settings added to the run config after stores were first made, with the value an older store was made with."""
 
 __all__ = ["Executor", "InProcessExecutor", "SweepConfig", "check_backend", "plan", "run_sweep", "run_unit"]
@@ -92,6 +92,9 @@ class SweepConfig:
     """Fix every request's batch composition (each decoded alone, no prefix cache, no flash attention) so that
     in-process, resumed and Ray runs store identical rows; costs throughput (README). Needs a backend opened
     with it."""
+    kv_cache_type: str = "f16"
+    """How a local model's KV cache stores keys and values: "f16", or quantised "q8_0" / "q4_0" (fewer bytes per
+    decode step over long thinking; what it does to accuracy is what a sweep with it measures). Local models only."""
     judge: str | None = None
     """The model that judges answers to open problems against the baseline (a catalogue name, .gguf path or
     server URL, as `model`); None: the sweep's own model judges."""
@@ -119,6 +122,14 @@ class SweepConfig:
         object.__setattr__(self, "sampler", dict(sorted(self.sampler.items())))
         if not isinstance(self.deterministic, bool):
             raise InvalidParameter("deterministic", self.deterministic, "use true or false")
+        from ponder.compute import KVCacheType
+
+        if self.kv_cache_type not in {t.value for t in KVCacheType}:
+            raise InvalidParameter("kv_cache_type", self.kv_cache_type,
+                                   f"use one of: {', '.join(t.value for t in KVCacheType)}")
+        if self.deterministic and self.kv_cache_type != "f16":
+            raise InvalidParameter("kv_cache_type", self.kv_cache_type, "a quantised KV cache needs flash attention, "
+                                   "whose numbers a deterministic sweep cannot fix: drop --deterministic or keep f16")
         if self.judge is not None and (not isinstance(self.judge, str) or not self.judge.strip()):
             raise InvalidParameter("judge", self.judge, "name a model (as --model), or leave it out to let the "
                                    "sweep's model judge")
@@ -163,7 +174,7 @@ class SweepConfig:
                 "task_options": dict(self.task_options), "sampler": dict(self.sampler),
                 **({"temperatures": list(self.temperatures)} if self.temperatures else {}),
                 **({"judge": redact_url(self.judge)} if self.judge else {}),
-                "deterministic": self.deterministic}
+                "deterministic": self.deterministic, "kv_cache_type": self.kv_cache_type}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SweepConfig:
@@ -171,7 +182,7 @@ class SweepConfig:
                    d.get("seed", 0), d.get("max_tokens", 512), d.get("temperature", 0.8),
                    dict(d.get("task_options") or {}), dict(d.get("sampler") or {}),
                    tuple(d.get("temperatures") or ()), d.get("deterministic", ADDED_SETTINGS["deterministic"]),
-                   d.get("judge"))
+                   d.get("kv_cache_type", ADDED_SETTINGS["kv_cache_type"]), d.get("judge"))
 
 
 def _scales(name: str) -> bool:
