@@ -2,7 +2,8 @@
 position bias and self-agreement, and side-by-side examples a reader can check the judge on.
 
 An open problem has no checker, so a (strategy, budget)'s measure is its mean verdict score against the baseline
-(experiments/judged.py: both orders, ties half), with a bootstrap interval over prompts. Its compute is what the
+(experiments/judged.py: both orders, ties half), with a bootstrap interval over prompts; beside it the judge's
+preference (its probability that the answer is better, averaged over both orders). Its compute is what the
 strategy spent (a tournament's own judge included); the evaluation judge's tokens are reported apart. The
 baseline itself scores exactly 0.5. This module owns those numbers and the open report's files; `ponder report`
 (report.py) calls it for a run that holds judgments.
