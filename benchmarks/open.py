@@ -53,21 +53,21 @@ def sweep(out: Path, model: str, strategies: str, budgets: str, limit: int, max_
           kill_after: int) -> dict[str, Any]:
     """Run the sweep, SIGKILL it once `kill_after` results are stored, resume it; the counts on each side."""
     killed: dict[str, Any] = {}
+    new = [_ponder(), "sweep", "--task", "open", "--model", model, "--strategies", strategies, "--budgets", budgets,
+           "--limit", str(limit), "--max-tokens", str(max_tokens), "--seed", "0", "--out", str(out)]
     if not (out / "store.sqlite").exists() and kill_after > 0:
-        cmd = [_ponder(), "sweep", "--task", "open", "--model", model, "--strategies", strategies, "--budgets",
-               budgets, "--limit", str(limit), "--max-tokens", str(max_tokens), "--seed", "0", "--out", str(out)]
-        print("$", " ".join(cmd), flush=True)
-        proc = subprocess.Popen(cmd, start_new_session=True)
+        print("$", " ".join(new), flush=True)
+        proc = subprocess.Popen(new, start_new_session=True)
         while proc.poll() is None and _rows(out)[0] < kill_after:
             time.sleep(5)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            killed = {"killed_with": "SIGKILL", "results_at_kill": _rows(out)[0], "judgments_at_kill": _rows(out)[1]}
+            results, judgments = _rows(out)
+            killed = {"killed_with": "SIGKILL", "results_at_kill": results, "judgments_at_kill": judgments}
             print("killed:", killed, flush=True)
-    cmd = [_ponder(), "sweep", "--resume", str(out), "--limit", str(limit)] if (out / "store.sqlite").exists() else [
-        _ponder(), "sweep", "--task", "open", "--model", model, "--strategies", strategies, "--budgets", budgets,
-        "--limit", str(limit), "--max-tokens", str(max_tokens), "--seed", "0", "--out", str(out)]
+    resumed = (out / "store.sqlite").exists()
+    cmd = [_ponder(), "sweep", "--resume", str(out), "--limit", str(limit)] if resumed else new
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     if killed:

@@ -248,10 +248,10 @@ def _executor(backend: Any, concurrency: int, ray: Any, judge: Any = None) -> An
 
 def _open_backend(spec: str, n_threads: int | None, ray: Any = None, deterministic: bool = False,
                   profile: bool = False, kv_cache_type: str = "f16") -> Any:
-    from ponder.backends.factory import open_backend
+    from ponder.backends.factory import is_local, open_backend
     from ponder.compute import KVCacheType
 
-    local = spec != "scripted" and not spec.startswith(("http://", "https://"))
+    local = is_local(spec)
     if profile and not local:
         raise InvalidParameter("profile", True, "a profile traces ponder's own engine: sweep a local model")
     # Only the local engine can fix its batches; any other backend is refused by check_backend, naming the flag.

@@ -17,6 +17,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +55,12 @@ class OpenAnalysis:
 
 
 Measure = Callable[[Verdict], float]
-
-
-def win(v: Verdict) -> float:
-    return v.score
-
-
-def preference(v: Verdict) -> float:
-    return v.preference
+WIN: Measure = attrgetter("score")
+PREFERENCE: Measure = attrgetter("preference")
 
 
 def judged_outcomes(pids: Sequence[str], results: Sequence[ResultRow], judgments: Sequence[JudgmentRow],
-                    cost_model: CostModel, measure: Measure = win) -> list[Outcome]:
+                    cost_model: CostModel, measure: Measure = WIN) -> list[Outcome]:
     """Per (strategy, budget): each prompt's verdict score against the baseline (or another `measure` of the
     verdict), and the strategy's own compute; the baseline scores 0.5 on every prompt it answered. NaN where a
     prompt has no judgment."""
@@ -81,7 +76,7 @@ def judged_outcomes(pids: Sequence[str], results: Sequence[ResultRow], judgments
 
 def judged_pool_outcomes(pids: Sequence[str], samples: Sequence[SampleRow], judgments: Sequence[JudgmentRow],
                          cost_model: CostModel, budgets: Sequence[int] | None, seed: int,
-                         measure: Measure = win) -> list[Outcome]:
+                         measure: Measure = WIN) -> list[Outcome]:
     """The pooled curves (best-of-N with the judge's scores, ...) over k-subsets of each pool, as on math, with
     each sample's verdict score standing for its correctness: the expected win of the sample each selects."""
     score = {(j.problem_id, j.strategy, j.budget): measure(Verdict(j.response_first, j.baseline_first))
@@ -102,8 +97,8 @@ def analyze_open(problems: Sequence[ProblemRow], results: Sequence[ResultRow], j
     budgets = config.get("budgets")
     outcomes = judged_pool_outcomes(pids, samples, judgments, cost_model, budgets, seed)
     outcomes += judged_outcomes(pids, results, judgments, cost_model)
-    soft = judged_pool_outcomes(pids, samples, judgments, cost_model, budgets, seed, preference)
-    soft += judged_outcomes(pids, results, judgments, cost_model, preference)
+    soft = judged_pool_outcomes(pids, samples, judgments, cost_model, budgets, seed, PREFERENCE)
+    soft += judged_outcomes(pids, results, judgments, cost_model, PREFERENCE)
     order = {pid: i for i, pid in enumerate(pids)}
     verdicts: dict[tuple[str, int], list[Verdict]] = defaultdict(list)
     for j in sorted(judgments, key=lambda j: order.get(j.problem_id, len(order))):
