@@ -25,12 +25,16 @@ from ponder.verifiers.scorer import Scorer, ScorerCard, ScorerFileError, load_sc
 SHA = "a" * 64
 
 
-def test_pool_features_measure_votes_program_agreement_and_rank() -> None:
+def test_pool_features_measure_votes_program_agreement_rank_and_margins() -> None:
     rows = pool_features(["4", "4", "5", None], [-0.1, -0.5, -0.2, None], programs=["4", "5", "5", "5"])
     assert [r["vote_share"] for r in rows] == [0.5, 0.5, 0.25, 0.0]
     assert [r["program_agreement"] for r in rows[:3]] == [0.25, 0.25, 0.75] and math.isnan(rows[3]["program_agreement"])
     assert [r["logprob_rank"] for r in rows] == [0.0, 2 / 3, 1 / 3, 1.0] and rows[3]["no_answer"] == 1.0
     assert math.isnan(pool_features(["4"], [None])[0]["program_agreement"])  # no programs drawn: unknown
+    # against the strongest rival: "4" leads "5" by one vote of four but trails it by two programs of four
+    assert [r["vote_margin"] for r in rows] == [0.25, 0.25, -0.25, -0.5]
+    assert [r["program_margin"] for r in rows] == [-0.5, -0.5, 0.5, -0.75]
+    assert pool_features(["4"], [None], programs=["4"])[0]["vote_margin"] == 1.0  # no rival: its whole share
 
 
 def test_sample_features_from_token_logprobs() -> None:

@@ -9,6 +9,9 @@ Two families, kept apart because they are computed at different times:
 - **Pool features** come from the candidate's company: the share of the pool's votes its answer holds, the share
   of program-aided answers to the same problem that agree with it, and its log-probability rank in the pool. They
   are computed when a pool is scored, from the stored answers, so that a pool of k <= N gets its own.
+  The two margins say how its answer fares against the strongest rival answer (in votes, and in program
+  agreement): the answers to one problem exclude each other, so a scorer that sees only an answer's own support
+  cannot tell a strong answer from one a rival beats.
 
 This module owns the names, the order and the arithmetic; it ignores where the numbers are stored and who learns
 from them. Missing values are NaN (a sample drawn without log-probabilities), which the scorers accept.
@@ -28,7 +31,9 @@ TAIL = 8
 
 SAMPLE_FEATURES = ("mean_logprob", "min_logprob", "std_logprob", "tail_logprob", "mean_entropy", "log_tokens",
                    "truncated")
-POOL_FEATURES = ("vote_share", "program_agreement", "logprob_rank", "no_answer")
+POOL_FEATURES = ("vote_share", "program_agreement", "logprob_rank", "no_answer", "vote_margin", "program_margin")
+PROGRAM_FEATURES = frozenset({"program_agreement", "program_margin"})
+"""Pool features that need program-aided answers to the same problem."""
 HIDDEN_PREFIX = "hidden_"
 """Names of the final hidden state's components: hidden_0, hidden_1, ... (optional, see featurize)."""
 NAN = float("nan")
@@ -79,13 +84,19 @@ def pool_features(answers: Sequence[str | None], mean_logprobs: Sequence[float |
     order = sorted(range(len(known)), key=lambda i: -known[i])
     rank = {i: r for r, i in enumerate(order)}
     n = max(1, len(answers))
+    rivals = set(votes) | set(program_votes)
     out = []
     for i, a in enumerate(answers):
+        mine, theirs = (votes[a], program_votes[a]) if a is not None else (0, 0)
+        best_vote = max((votes[b] for b in rivals if b != a), default=0)
+        best_program = max((program_votes[b] for b in rivals if b != a), default=0)
         out.append({
-            "vote_share": votes[a] / n if a is not None else 0.0,
-            "program_agreement": program_votes[a] / len(programs) if programs and a is not None else NAN,
+            "vote_share": mine / n,
+            "program_agreement": theirs / len(programs) if programs and a is not None else NAN,
             "logprob_rank": rank[i] / max(1, n - 1),
             "no_answer": 1.0 if a is None else 0.0,
+            "vote_margin": (mine - best_vote) / n,
+            "program_margin": (theirs - best_program) / len(programs) if programs else NAN,
         })
     return out
 

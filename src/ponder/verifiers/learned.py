@@ -25,6 +25,7 @@ from ponder.types import Message, Problem, Score, Usage
 from ponder.verifiers.features import (
     HIDDEN_PREFIX,
     POOL_FEATURES,
+    PROGRAM_FEATURES,
     SampleFeatures,
     pool_features,
     sample_features,
@@ -60,7 +61,7 @@ class LearnedVerifier:
             scorer = load_scorer(path, getattr(info, "sha256", None), getattr(backend, "model", None))
         self.scorer, self.backend = scorer, backend
         names = scorer.card.features
-        self.needs_programs = "program_agreement" in names
+        self.needs_programs = bool(PROGRAM_FEATURES & set(names))
         self.needs_logits = any(n not in POOL_FEATURES and n not in _LIVE_FROM_TEXT for n in names)
         self.needs_hidden = any(n.startswith(HIDDEN_PREFIX) for n in names)
         self._programs_of: dict[str, list[str | None]] = {}
