@@ -8,9 +8,12 @@ llama-server is the one `ponder models build-server` builds from the llama.cpp v
 llama-cpp-python (never built here: build it first). Both engines hold the same GGUF with the same threads, context
 and slots (16); each width is one request with n samples (n = width), the same prompt, sampler (T 0.8, top_k 40,
 top_p 0.95, no penalty, seeded) and max_tokens; the two are interleaved within each repetition, the order
-alternating, and each is warmed up once. tok/s = completion tokens / wall seconds of the request (llama-server's
-over local HTTP, ponder's in process; llama-server's usage counts one choice whatever n is, so its tokens are
-counted from its choices). The load average is recorded before and after.
+alternating, and each is warmed up once. Each engine keeps its own default prompt cache (llama-server's
+cache_prompt, ponder's prefix cache), so after the warm-up neither re-reads the prompt; the prompt tokens each
+engine evaluated per request are recorded (llama-server's `timings.prompt_n`, ponder's prefilled tokens).
+tok/s = completion tokens / wall seconds of the request (llama-server's over local HTTP, ponder's in process;
+llama-server's usage counts one choice whatever n is, so its tokens are counted from its choices). The load
+average is recorded before and after.
 """
 
 from __future__ import annotations
@@ -38,15 +41,17 @@ SAMPLER = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.0, "repeti
 SLOTS, N_CTX, THREADS = 16, 8192, 2
 
 
-async def ponder_run(engine: LlamaCppBackend, width: int, max_tokens: int, seed: int) -> tuple[int, float]:
+async def ponder_run(engine: LlamaCppBackend, width: int, max_tokens: int, seed: int) -> tuple[int, float, int]:
     params = SamplingParams(n=width, max_tokens=max_tokens, seed=seed, **SAMPLER)
+    prefilled = engine.stats["prefilled_tokens"]
     start = time.perf_counter()
     gens = await engine.generate([Message("user", PROMPT)], params)
-    return sum(g.completion_tokens for g in gens), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    return sum(g.completion_tokens for g in gens), seconds, engine.stats["prefilled_tokens"] - prefilled
 
 
 def server_run(client: httpx.Client, engine: LlamaCppBackend, width: int, max_tokens: int,
-               seed: int) -> tuple[int, float]:
+               seed: int) -> tuple[int, float, int]:
     """One request of `width` choices to llama-server. Its usage counts one choice's tokens whatever n is, so the
     tokens are counted here: max_tokens for a choice cut at the limit, else its text re-tokenized (same GGUF)."""
     body = {"model": "m", "messages": [{"role": "user", "content": PROMPT}], "n": width, "max_tokens": max_tokens,
@@ -57,16 +62,17 @@ def server_run(client: httpx.Client, engine: LlamaCppBackend, width: int, max_to
     seconds = time.perf_counter() - start
     r.raise_for_status()
     choices = r.json()["choices"]
+    prompt_evaluated = int(r.json().get("timings", {}).get("prompt_n", -1))
     if len(choices) != width:
         raise SystemExit(f"llama-server returned {len(choices)} choices for n={width}")
     tokens = sum(max_tokens if c["finish_reason"] == "length" else len(engine.tokenize(c["message"]["content"]))
                  for c in choices)
-    return tokens, seconds
+    return tokens, seconds, prompt_evaluated
 
 
 def compare(model: str, widths: list[int], reps: int, max_tokens: int) -> dict[str, Any]:
     path = resolve(model)
-    engine = LlamaCppBackend(path, n_ctx=N_CTX, n_seq_max=SLOTS, n_threads=THREADS, name=model, cache_entries=0)
+    engine = LlamaCppBackend(path, n_ctx=N_CTX, n_seq_max=SLOTS, n_threads=THREADS, name=model)
     runs: list[dict[str, Any]] = []
     try:
         with llama_server.running(path, n_ctx=N_CTX, parallel=SLOTS, threads=THREADS) as url, \
@@ -79,9 +85,11 @@ def compare(model: str, widths: list[int], reps: int, max_tokens: int) -> dict[s
                     order = ("ponder", "server") if (rep + width) % 2 == 0 else ("server", "ponder")
                     row: dict[str, Any] = {"rep": rep, "width": width, "first": order[0]}
                     for who in order:
-                        tokens, seconds = (asyncio.run(ponder_run(engine, width, max_tokens, seed)) if who == "ponder"
-                                           else server_run(client, engine, width, max_tokens, seed))
-                        row[who] = {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds}
+                        tokens, seconds, prompt = (
+                            asyncio.run(ponder_run(engine, width, max_tokens, seed)) if who == "ponder"
+                            else server_run(client, engine, width, max_tokens, seed))
+                        row[who] = {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
+                                    "prompt_tokens_evaluated": prompt}
                     row["ratio"] = row["ponder"]["tok_s"] / row["server"]["tok_s"]
                     runs.append(row)
                     print(f"{model} rep {rep} width {width}: ponder {row['ponder']['tok_s']:.1f} tok/s, "

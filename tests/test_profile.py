@@ -9,7 +9,7 @@ import math
 import os
 import random
 import statistics
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -32,9 +32,11 @@ MODEL = Path(os.environ.get("PONDER_HOME", Path.home() / ".cache" / "ponder")) /
 
 
 def _step(width: int, context: int, prefill: int = 0, seconds: float = 0.01) -> StepRecord:
+    """`width` samples forked from one prompt, `context` tokens each: they share all but their last 32 cells."""
     return StepRecord(start=0.0, width=width, prefill_tokens=prefill, context_sum=width * context,
                       context_max=context, prefill_context_sum=prefill * (prefill - 1) // 2,
-                      prefill_kv_tokens=prefill, kv_cells=width * context + prefill, decode_s=seconds * 0.9,
+                      prefill_kv_tokens=prefill, kv_cells=context + 32 * max(0, width - 1) + prefill,
+                      decode_s=seconds * 0.9,
                       sample_s=seconds * 0.06, other_s=seconds * 0.04)
 
 
@@ -48,6 +50,9 @@ def test_a_steps_bytes_are_the_weights_once_plus_each_sequences_kv() -> None:
     assert eight.flops > 7.9 * one.flops and eight.intensity > 5 * one.intensity  # batching buys intensity
     assert one.decode_flops == 2 * INFO.n_params and one.prefill_flops == 0
     assert one.decode_attention_flops == 2 * 24 * 14 * 64 * 1000
+    # in the unified KV cache each decoded token's attention runs over every cell in use: cached prefixes too
+    held = step_cost(replace(_step(2, 1000), kv_cells=5000), INFO, KVCacheType.F16)
+    assert held.decode_attention_flops == 2 * 24 * 14 * 64 * 2 * 5000
     chunk = step_cost(_step(0, 0, prefill=512), INFO, KVCacheType.F16)
     assert chunk.prefill_flops == 512 * 2 * INFO.n_params and chunk.decode_flops == 0
     # where KV reads pass the weights': 300 MB / (8 sequences x 12 KB a cell)

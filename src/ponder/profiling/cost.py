@@ -1,7 +1,10 @@
 """What one engine step costs in FLOPs and bytes, from the model's shapes (compute.py's accounting, per step).
 
 - FLOPs: 2N per token in the batch (decoded and prefilled) plus attention, 2 * n_layers * d_attn per position
-  attended (Kaplan et al. 2020, as compute.py).
+  attended (Kaplan et al. 2020, as compute.py). A decoded token's attention runs over the whole span of
+  llama.cpp's unified KV cache, every cell in use (other sequences' and cached prefixes' cells masked out, not
+  skipped for free), so its positions are the cells in use, not its own context (the calibration grid fits wide
+  steps only so). A prefill chunk, run on an empty cache in the calibration, keeps its own causal positions.
 - Weight bytes: every step reads all the weights once, whatever its width (the batch shares them).
 - KV bytes: each decoded sequence reads its own context's keys and values, each prefill chunk the cells up to its
   end, 2 * n_layers * n_kv_heads * head_dim * bytes_per_value per cell (Sadhukhan et al. 2025); the cells a step
@@ -26,7 +29,7 @@ class StepCost:
     prefill_flops: float
     """2N per prefilled token (matrix-matrix products: a kernel of their own)."""
     decode_attention_flops: float
-    """2 * n_layers * d_attn per position a decoded token attends to: scores and values."""
+    """2 * n_layers * d_attn per position a decoded token's attention runs over: every cell in use (see above)."""
     prefill_attention_flops: float
     weight_bytes: float
     kv_bytes: float
@@ -67,7 +70,7 @@ def step_cost(step: StepRecord, info: ModelInfo, kv: KVCacheType) -> StepCost:
     cells = step.context_sum + step.prefill_kv_tokens + tokens
     attention = 2.0 * info.n_layers * attention_width(info)
     return StepCost(2.0 * info.n_params * step.width, 2.0 * info.n_params * step.prefill_tokens,
-                    attention * step.context_sum, attention * step.prefill_context_sum, weight_bytes(info),
+                    attention * step.width * step.kv_cells, attention * step.prefill_context_sum, weight_bytes(info),
                     cells * kv_bytes_per_cell(info, kv))
 
 
