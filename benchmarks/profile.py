@@ -13,6 +13,9 @@ Per model:
                (llama.cpp's unified KV cache: a step's attention spans every cell in use, cached ones included);
   KV cache     (--kv-only) the median decode step at widths 1 and 8 after a ~4k-token prompt, for f16, q8_0 and
                q4_0 KV caches, 2 interleaved runs;
+  KV accuracy  (--kv-accuracy) greedy chain of thought on the first --kv-limit GSM8K problems with each KV cache
+               type (`ponder sweep --kv-cache-type`, resumable runs under --work/kv-accuracy): accuracy, and the
+               paired difference from f16 on the same problems with its bootstrap interval;
   prefixes     beam_search (budget 4: 2 beams x 2 expansions, 4 steps of at most 64 tokens) and budget_forcing
                (budget 2: 128 thinking tokens, at least 96, so a "Wait" is forced) on the first GSM8K problem,
                once with the prefix cache and once without: prompt tokens prefilled per engine step and in all.
@@ -166,6 +169,41 @@ async def kv_cache_speed(model: str, threads: int, reps: int = 2) -> dict[str, A
             "vs_f16": {kv: {w: medians[kv][w] / medians["f16"][w] for w in by} for kv, by in medians.items()}}
 
 
+KV_TYPES = ("f16", "q8_0", "q4_0")
+
+
+def kv_accuracy(model: str, threads: int, limit: int, work: Path) -> dict[str, Any]:
+    """Greedy CoT accuracy on GSM8K per KV cache type, paired with f16 on the same problems (see the docstring)."""
+    from ponder.experiments.estimators import bootstrap_ci
+    from ponder.experiments.store import Store
+
+    ponder = str(Path(sys.executable).with_name("ponder"))
+    correct: dict[str, dict[str, bool]] = {}
+    out: dict[str, Any] = {"limit": limit, "load_before": list(os.getloadavg()), "by_type": {}}
+    for kv in KV_TYPES:
+        run = work / model / kv
+        cmd = ([ponder, "sweep", "--resume", str(run), "--limit", str(limit)] if (run / "store.sqlite").exists()
+               else [ponder, "sweep", "--task", "gsm8k", "--model", model, "--strategies", "cot", "--budgets", "1",
+                     "--limit", str(limit), "--seed", "0", "--kv-cache-type", kv, "--out", str(run)])
+        print("$", " ".join(cmd), flush=True)
+        subprocess.run([*cmd, "--concurrency", "8", "--n-threads", str(threads)], check=True)
+        with Store.open(run) as store:
+            rows = [r for r in store.results() if r.strategy == "cot"]
+            correct[kv] = {r.problem_id: r.correct for r in rows}
+            tokens = sum(u.completion_tokens for r in rows for u in r.usage_by_role.values() if u is not None)
+            out["by_type"][kv] = {"n_problems": len(rows), "accuracy": sum(correct[kv].values()) / max(1, len(rows)),
+                                  "accuracy_ci": list(bootstrap_ci([float(c) for c in correct[kv].values()])),
+                                  "completion_tokens": tokens, "wall_seconds": store.wall_seconds()}
+    for kv in KV_TYPES[1:]:
+        both = sorted(set(correct[kv]) & set(correct["f16"]))
+        diff = [float(correct[kv][p]) - float(correct["f16"][p]) for p in both]
+        out["by_type"][kv]["vs_f16"] = {"n_problems": len(both), "difference": sum(diff) / max(1, len(diff)),
+                                        "difference_ci": list(bootstrap_ci(diff)),
+                                        "changed": sum(d != 0 for d in diff)}
+    out["load_after"] = list(os.getloadavg())
+    return out
+
+
 def summarise(result: dict[str, Any]) -> None:
     v = {m: e["calibration"]["step_model"]["validation"] for m, e in result["models"].items()}
     result["step_model_error"] = {m: {"median": x["relative_error"]["median"], "p90": x["relative_error"]["p90"],
@@ -185,9 +223,19 @@ def main() -> None:
                     "keep the measured prefix figures (after a change to the derivation).")
     ap.add_argument("--kv-only", action="store_true", help="Measure only the KV cache types, into the committed "
                     "profile.json.")
+    ap.add_argument("--kv-accuracy", action="store_true", help="Measure only greedy GSM8K accuracy per KV cache "
+                    "type, into the committed profile.json (the default model unless --models names others).")
+    ap.add_argument("--kv-limit", type=int, default=50, help="GSM8K problems for --kv-accuracy.")
     args = ap.parse_args()
     out = HERE / "results" / "profile.json"
-    if args.kv_only:
+    if args.kv_accuracy:
+        result = json.loads(out.read_text())
+        models = ["qwen2.5-coder-1.5b"] if args.models == ap.get_default("models") else args.models.split(",")
+        for model in models:
+            result["models"][model]["kv_cache_accuracy"] = kv_accuracy(model, args.threads, args.kv_limit,
+                                                                       args.work / "kv-accuracy")
+            write_result(result, out)
+    elif args.kv_only:
         result = json.loads(out.read_text())
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             result["models"][model]["kv_cache_speed"] = asyncio.run(kv_cache_speed(model, args.threads))
