@@ -159,6 +159,21 @@ def profile_table(p: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def peer_table(p: dict[str, Any]) -> str:
+    """peer.json: ponder's tok/s over llama-server's per width (median of interleaved runs, and their range)."""
+    lines = ["| model | width | ponder tok/s | llama-server tok/s | ratio (range) | llama-server --kv-unified tok/s | "
+             "ratio (range) |", "|---|---|---|---|---|---|---|"]
+    for name, m in p["models"].items():
+        tok = m["median_tok_s"]
+        for w, r in m["ratios"].items():
+            runs, uni = m["ratio_runs"][w], m.get("ratio_runs_kv_unified", {}).get(w)
+            unified = (f"{tok['server_kv_unified'][w]:.1f} | {m['ratios_kv_unified'][w]:.2f} "
+                       f"({min(uni):.2f}-{max(uni):.2f}) |" if uni else "n/a | n/a |")
+            lines.append(f"| {name} | {w} | {tok['ponder'][w]:.1f} | {tok['server'][w]:.1f} | {r:.2f} "
+                         f"({min(runs):.2f}-{max(runs):.2f}) | " + unified)
+    return "\n".join(lines)
+
+
 def search_table(s: dict[str, Any]) -> str:
     """search.json: step-level search with the learned step value against best-of-N at the same budget."""
     names = {"beam_search": "beam_search, step value", "particle_filtering": "particle_filtering, step value",
@@ -206,6 +221,8 @@ def blocks() -> dict[str, str]:
         out["open.json"] = open_table(load("open"))
     if (RESULTS / "profile.json").exists():
         out["profile.json"] = profile_table(load("profile"))
+    if (RESULTS / "peer.json").exists():
+        out["peer.json"] = peer_table(load("peer"))
     return out
 
 

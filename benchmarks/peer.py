@@ -5,12 +5,13 @@ benchmarks/results/peer.json (ratios per run and their median, ponder's tok/s ov
                                         [--max-tokens 256] [--widths 1,8,16]
 
 llama-server is the one `ponder models build-server` builds from the llama.cpp vendored in the installed
-llama-cpp-python (never built here: build it first). Both engines hold the same GGUF with the same threads, context
-and slots (16); each width is one request with n samples (n = width), the same prompt, sampler (T 0.8, top_k 40,
-top_p 0.95, no penalty, seeded) and max_tokens; the two are interleaved within each repetition, the order
-alternating, and each is warmed up once. Each engine keeps its own default prompt cache (llama-server's
-cache_prompt, ponder's prefix cache), so after the warm-up neither re-reads the prompt; the prompt tokens each
-engine evaluated per request are recorded (llama-server's `timings.prompt_n`, ponder's prefilled tokens).
+llama-cpp-python (never built here: build it first), run twice: as it starts (16 slots of n_ctx / 16 cells each)
+and with `--kv-unified` (one KV buffer for all slots, as ponder's engine has). All hold the same GGUF with the
+same threads, context and slots (16); each width is one request with n samples (n = width), the same prompt,
+sampler (T 0.8, top_k 40, top_p 0.95, no penalty, seeded) and max_tokens; the three are interleaved within each
+repetition, each going first in turn, and each is warmed up once. Each engine keeps its own default prompt cache
+(llama-server's cache_prompt, ponder's prefix cache), so after the warm-up none re-reads the prompt; the prompt
+tokens each engine evaluated per request are recorded (llama-server's `timings.prompt_n`, ponder's prefilled tokens).
 tok/s = completion tokens / wall seconds of the request (llama-server's over local HTTP, ponder's in process;
 llama-server's usage counts one choice whatever n is, so its tokens are counted from its choices). The load
 average is recorded before and after.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import statistics
@@ -70,37 +72,54 @@ def server_run(client: httpx.Client, engine: LlamaCppBackend, width: int, max_to
     return tokens, seconds, prompt_evaluated
 
 
+SERVERS = {"server": (), "server_kv_unified": ("--kv-unified",)}
+"""llama-server as it starts (each of the 16 slots its own KV stream of n_ctx / 16 cells), and with one KV buffer
+shared by all slots as ponder's engine has (every sequence may use all of n_ctx; a step's attention spans every
+cell in use). `ratios` is against the first, `ratios_kv_unified` against the second."""
+
+
 def compare(model: str, widths: list[int], reps: int, max_tokens: int) -> dict[str, Any]:
     path = resolve(model)
     engine = LlamaCppBackend(path, n_ctx=N_CTX, n_seq_max=SLOTS, n_threads=THREADS, name=model)
     runs: list[dict[str, Any]] = []
     try:
-        with llama_server.running(path, n_ctx=N_CTX, parallel=SLOTS, threads=THREADS) as url, \
-                httpx.Client(base_url=url) as client:
-            asyncio.run(ponder_run(engine, 1, 16, 0))  # warm-ups
-            server_run(client, engine, 1, 16, 0)
+        with contextlib.ExitStack() as stack:
+            clients = {}
+            for who, extra in SERVERS.items():
+                url = stack.enter_context(llama_server.running(path, n_ctx=N_CTX, parallel=SLOTS, threads=THREADS,
+                                                               extra=extra))
+                clients[who] = stack.enter_context(httpx.Client(base_url=url))
+                server_run(clients[who], engine, 1, 16, 0)  # warm-ups
+            asyncio.run(ponder_run(engine, 1, 16, 0))
+            engines = ("ponder", *SERVERS)
             for rep in range(reps):
                 for width in widths:
                     seed = 1000 * rep + width
-                    order = ("ponder", "server") if (rep + width) % 2 == 0 else ("server", "ponder")
+                    shift = (rep + width) % len(engines)  # each engine goes first in turn
+                    order = engines[shift:] + engines[:shift]
                     row: dict[str, Any] = {"rep": rep, "width": width, "first": order[0]}
                     for who in order:
                         tokens, seconds, prompt = (
                             asyncio.run(ponder_run(engine, width, max_tokens, seed)) if who == "ponder"
-                            else server_run(client, engine, width, max_tokens, seed))
+                            else server_run(clients[who], engine, width, max_tokens, seed))
                         row[who] = {"tokens": tokens, "seconds": seconds, "tok_s": tokens / seconds,
                                     "prompt_tokens_evaluated": prompt}
                     row["ratio"] = row["ponder"]["tok_s"] / row["server"]["tok_s"]
+                    row["ratio_kv_unified"] = row["ponder"]["tok_s"] / row["server_kv_unified"]["tok_s"]
                     runs.append(row)
                     print(f"{model} rep {rep} width {width}: ponder {row['ponder']['tok_s']:.1f} tok/s, "
-                          f"llama-server {row['server']['tok_s']:.1f} tok/s, ratio {row['ratio']:.2f}", flush=True)
+                          f"llama-server {row['server']['tok_s']:.1f} (ratio {row['ratio']:.2f}), with --kv-unified "
+                          f"{row['server_kv_unified']['tok_s']:.1f} ({row['ratio_kv_unified']:.2f})", flush=True)
     finally:
         engine.close()
-    by_width = {str(w): [r["ratio"] for r in runs if r["width"] == w] for w in widths}
-    return {"runs": runs, "ratios": {w: statistics.median(v) for w, v in by_width.items()},
-            "ratio_runs": by_width,
-            "median_tok_s": {who: {str(w): statistics.median(r[who]["tok_s"] for r in runs if r["width"] == w)
-                                   for w in widths} for who in ("ponder", "server")}}
+    out: dict[str, Any] = {"runs": runs}
+    for key, suffix in (("ratio", ""), ("ratio_kv_unified", "_kv_unified")):
+        by_width = {str(w): [r[key] for r in runs if r["width"] == w] for w in widths}
+        out[f"ratios{suffix}"] = {w: statistics.median(v) for w, v in by_width.items()}
+        out[f"ratio_runs{suffix}"] = by_width
+    out["median_tok_s"] = {who: {str(w): statistics.median(r[who]["tok_s"] for r in runs if r["width"] == w)
+                                 for w in widths} for who in ("ponder", *SERVERS)}
+    return out
 
 
 def main() -> None:
@@ -122,6 +141,7 @@ def main() -> None:
     for model in args.models.split(","):
         result["models"][model] = compare(model, widths, args.reps, args.max_tokens)
         result["ratios"] = {m: r["ratios"] for m, r in result["models"].items()}
+        result["ratios_kv_unified"] = {m: r["ratios_kv_unified"] for m, r in result["models"].items()}
         write_result(result, args.out)  # a partial result survives an interruption
     result["load_after"] = list(os.getloadavg())
     result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
