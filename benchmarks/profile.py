@@ -10,7 +10,8 @@ Per model:
                share of a decode step outside llama_decode (sampling and Python) at each width, and the what-if
                hardware;
   cached prefix cost  width-1 decode steps with two ~2.7k-token prefixes in the prefix cache against an empty one
-               (llama.cpp's unified KV cache: a step's attention spans every cell in use, cached ones included);
+               (in llama.cpp's unified KV cache a step's attention spans every cell in use: a prefix parked in KV
+               cells slows it; one in the host prefix cache should not);
   KV cache     (--kv-only) the median decode step at widths 1 and 8 after a ~4k-token prompt, for f16, q8_0 and
                q4_0 KV caches, 2 interleaved runs;
   KV accuracy  (--kv-accuracy) greedy chain of thought on the first --kv-limit GSM8K problems with each KV cache

@@ -210,7 +210,7 @@ def test_cancellation_frees_sequences(engine):
     assert after[0].completion_tokens > 0
     assert engine.stats["decoded_tokens"] - dec0 < 4 * 400  # it did not run to the end
     assert not sched.jobs and not sched.waiting
-    assert len(sched.free_slots) + len(sched.cache) == sched.n_seq_max
+    assert len(sched.free_slots) == sched.n_seq_max  # no slot or cell held: cached prefixes wait in host memory
 
 
 @pytest.mark.slow
@@ -264,7 +264,7 @@ def test_more_samples_than_slots_run_in_waves(engine):
     gens = run(engine.generate(user("Pick a number."), SamplingParams(max_tokens=3, n=sched.n_seq_max + 2, seed=5)))
     assert len(gens) == sched.n_seq_max + 2
     assert all(0 < g.completion_tokens <= 3 for g in gens)
-    assert len(sched.free_slots) + len(sched.cache) == sched.n_seq_max
+    assert len(sched.free_slots) == sched.n_seq_max  # no slot or cell held: cached prefixes wait in host memory
 
 
 @pytest.mark.slow
@@ -299,4 +299,23 @@ def test_sixty_four_concurrent_requests_with_shared_prefixes_and_evictions_all_c
     assert all(0 < g.completion_tokens <= 4 + i % 5 for i, r in enumerate(results) for g in r)
     sched = engine._scheduler
     assert not sched.jobs and not sched.waiting
-    assert len(sched.free_slots) + len(sched.cache) == sched.n_seq_max
+    assert len(sched.free_slots) == sched.n_seq_max  # no slot or cell held: cached prefixes wait in host memory
+
+
+@pytest.mark.slow
+def test_cached_prefixes_wait_in_host_memory_not_in_kv_cells(engine):
+    # In the unified KV cache a parked prefix would lengthen every later step's attention; in host memory it costs
+    # nothing until a request shares it, and then it is copied back instead of prefilled.
+    import llama_cpp as L
+
+    sched = engine._scheduler
+    engine.clear_cache()
+    msgs = user("Name a colour.")
+    run(engine.generate(msgs, SamplingParams(max_tokens=6, n=3, seed=1)))
+    assert len(sched.cache) >= 1 and sched.cache.state_bytes > 0
+    assert all(L.llama_memory_seq_pos_max(sched.mem, seq) == -1 for seq in range(sched.n_seq_max))
+    prefilled, hits = engine.stats["prefilled_tokens"], engine.stats["cache_hits"]
+    again = run(engine.generate(msgs, SamplingParams(max_tokens=6, seed=2)))[0]
+    assert engine.stats["prefilled_tokens"] == prefilled and engine.stats["cache_hits"] == hits + 1
+    assert again.usage.cached_tokens == _prompt_len(engine, msgs) - 1 and again.completion_tokens > 0
+    assert all(L.llama_memory_seq_pos_max(sched.mem, seq) == -1 for seq in range(sched.n_seq_max))

@@ -4,7 +4,8 @@ Each step builds ONE llama_batch holding the next token of every active sequence
 prefill chunks of newly admitted requests (continuous batching). A request's prompt (all but its last token)
 is prefilled once into a *root* sequence, reusing the longest cached token prefix; each of its n samples is
 then forked with llama_memory_seq_cp and starts by decoding the last prompt token, so samples can start in
-waves when slots or cells are short. Finished sequences stay in a small prefix cache (an LRU of free slots).
+waves when slots or cells are short. Finished sequences are copied out to a small prefix cache in host memory
+(prefix_cache.py: parked in KV cells they would slow every step) and copied back when a request shares them.
 
 Exclusive mode (deterministic sweeps) admits one request at a time, on an empty KV cache with no prefix cache:
 llama.cpp's numbers depend on which tokens share a batch, and a request alone has the same batches whatever else
@@ -21,7 +22,6 @@ import queue
 import random
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ import llama_cpp as L
 import numpy as np
 
 from ponder.backends.decoding import TextAssembler, common_prefix_len, token_logprob
+from ponder.backends.prefix_cache import HostPrefixCache
 from ponder.backends.steptrace import StepLog, StepRecord
 from ponder.errors import BackendError, ContextOverflow
 from ponder.types import Generation, SamplingParams, TokenLogprob, Usage
@@ -66,9 +67,11 @@ class PrefixSource:
     """Where a new request's root can copy its prompt's KV cells from."""
 
     slot: int | None
-    """The sequence holding them; None: nothing shared, prefill from scratch."""
+    """The running root holding them; None: none does."""
     match: int
     """How many leading prompt tokens it shares."""
+    entry: int | None = None
+    """Or the host prefix cache's entry holding them (slot is then None); neither: prefill from scratch."""
     busy: bool = False
     """It is a root still prefilling: wait for it rather than prefill the same tokens twice."""
 
@@ -110,6 +113,9 @@ class Job:
     root: int | None = None
     prefilled: int = 0
     cached: int = 0
+    """Prompt tokens whose KV came from elsewhere (a running root or the host prefix cache), not prefilled."""
+    borrowed: int = 0
+    """Of those, the cells shared with a running root (seq_cp shares cells: counted once, by that root)."""
     forked: int = 0
     reserved: int = 0
     samples: list[Sample] = field(default_factory=list)
@@ -148,7 +154,7 @@ class Scheduler:
         self.n_seq_max, self.n_batch, self.cache_entries = n_seq_max, n_batch, cache_entries
         self.batch = L.llama_batch_init(n_batch, 0, 1)
         self.free_slots = list(range(n_seq_max))
-        self.cache: OrderedDict[int, list[int]] = OrderedDict()  # slot -> tokens in its KV, LRU first
+        self.cache = HostPrefixCache(ctx, self.mem, cache_entries)
         self.waiting: list[Job] = []
         self.jobs: list[Job] = []  # admitted: prefilling, forking or running
         self.stats = {"prefilled_tokens": 0, "decoded_tokens": 0, "steps": 0, "cache_hits": 0}
@@ -212,7 +218,7 @@ class Scheduler:
                 elif kind == "cancel":
                     self._drop(job)  # type: ignore[arg-type]
                 elif kind == "clear":
-                    self._make_room(self.n_ctx + 1, self.n_seq_max + 1)  # evicts every cached prefix
+                    self.cache.clear()
                 msg = self._inbox.get_nowait()
         except queue.Empty:
             return True
@@ -220,16 +226,9 @@ class Scheduler:
     # ---- admission ------------------------------------------------------------------------------------------
     def _reserved(self) -> int:
         """Cells spoken for: a conservative count (shared cells are counted once per holder)."""
-        return sum(j.reserved for j in self.jobs) + sum(len(t) for t in self.cache.values())
+        return sum(j.reserved for j in self.jobs)
 
-    def _make_room(self, cells: int, slots: int, keep: Any = None) -> bool:
-        """Evict cached prefixes (LRU first, sparing `keep`) until `cells` cells and `slots` slots are free."""
-        for slot in [s for s in self.cache if s != keep]:
-            if self._reserved() + cells <= self.n_ctx and len(self.free_slots) >= slots:
-                break
-            del self.cache[slot]
-            L.llama_memory_seq_rm(self.mem, slot, -1, -1)
-            self.free_slots.append(slot)
+    def _has_room(self, cells: int, slots: int) -> bool:
         return self._reserved() + cells <= self.n_ctx and len(self.free_slots) >= slots
 
     def _admit(self) -> None:
@@ -246,16 +245,12 @@ class Scheduler:
                 break  # a root still prefilling will share this prompt: wait for it instead of prefilling twice
             need_slots = 1 if job.params.n == 1 else 2  # a root that can always fork one sample (no deadlock)
             cells = len(job.head) + job.per_sample
-            if not (self._make_room(cells, need_slots, keep=src.slot) or self._make_room(cells, need_slots)):
-                if not self.jobs and not self.cache:
+            if not self._has_room(cells, need_slots):
+                if not self.jobs:
                     self.waiting.pop(0)
                     job.sink.fail(ContextOverflow("the request cannot fit in the context: raise n_ctx"))
                     continue
                 break
-            if src.slot is not None and src.slot not in self.cache and not self._is_root(src.slot):
-                src = self._best_source(job)  # eviction took the first choice
-                if src.busy:
-                    break
             self.waiting.pop(0)
             try:
                 self._start_root(job, src)
@@ -269,11 +264,8 @@ class Scheduler:
 
     def _best_source(self, job: Job) -> PrefixSource:
         """The slot whose KV shares the longest prefix with job.head (busy if a root still prefilling wins)."""
-        best = PrefixSource(None, 0)
-        for slot, tokens in self.cache.items():
-            n = common_prefix_len(tokens, job.head)
-            if n > best.match:
-                best = PrefixSource(slot, n)
+        entry, match = self.cache.best(job.head)
+        best = PrefixSource(None, match, entry=entry)
         for other in self.jobs:
             if other.root is not None and other.forked < other.params.n:
                 n = common_prefix_len(other.head, job.head)
@@ -288,10 +280,13 @@ class Scheduler:
         self.jobs.append(job)  # first, so that _drop can undo whatever follows
         job.root = self.free_slots.pop()
         job.reserved = len(job.head) + job.per_sample
+        shared = False
         if src.slot is not None and src.match > 0:
             L.llama_memory_seq_cp(self.mem, src.slot, job.root, 0, src.match)
-            if src.slot in self.cache:
-                self.cache.move_to_end(src.slot)
+            shared, job.borrowed = True, src.match
+        elif src.entry is not None and src.match > 0:
+            shared = self.cache.restore(src.entry, job.root, src.match)
+        if shared:
             job.prefilled = job.cached = src.match
             self.stats["cache_hits"] += 1
         if job.prefilled == len(job.head):
@@ -302,9 +297,9 @@ class Scheduler:
         while job.forked < job.params.n:
             first = job.forked == 0  # its cells were reserved with the root
             last = job.forked == job.params.n - 1
-            if not first and not self._make_room(job.per_sample, 0):
+            if not first and not self._has_room(job.per_sample, 0):
                 return
-            if self.free_slots or self._make_room(0, 1):
+            if self.free_slots:
                 slot = self.free_slots.pop()
                 if job.head:
                     L.llama_memory_seq_cp(self.mem, job.root, slot, 0, len(job.head))
@@ -328,21 +323,10 @@ class Scheduler:
         return Sample(job, job.forked, slot, chain, len(head), job.prompt[-1], list(head), TextAssembler(p.stop))
 
     def _retire(self, slot: int, tokens: list[int]) -> None:
-        """Keep a slot's KV as a cached prefix (dropping entries it extends), or free it."""
-        for other, t in list(self.cache.items()):
-            if len(t) <= len(tokens) and common_prefix_len(t, tokens) == len(t):
-                del self.cache[other]
-                L.llama_memory_seq_rm(self.mem, other, -1, -1)
-                self.free_slots.append(other)
-        if self.cache_entries > 0 and tokens:
-            self.cache[slot] = tokens
-            while len(self.cache) > self.cache_entries:
-                old, _ = self.cache.popitem(last=False)
-                L.llama_memory_seq_rm(self.mem, old, -1, -1)
-                self.free_slots.append(old)
-        else:
-            L.llama_memory_seq_rm(self.mem, slot, -1, -1)
-            self.free_slots.append(slot)
+        """Copy a finished sequence's KV to the host prefix cache, and free its slot and cells."""
+        self.cache.save(slot, tokens)
+        L.llama_memory_seq_rm(self.mem, slot, -1, -1)
+        self.free_slots.append(slot)
 
     # ---- one decode step ----------------------------------------------------------------------------------------
     def _step(self) -> bool:
@@ -370,9 +354,6 @@ class Scheduler:
         b.n_tokens = n
         decode_start = time.perf_counter() if self.trace is not None else 0.0
         rc = L.llama_decode(self.ctx, b)
-        if rc == 1 and self.cache:  # no KV slot: cached prefixes are the only thing we may drop
-            self._make_room(self.n_ctx + 1, self.n_seq_max + 1)
-            rc = L.llama_decode(self.ctx, b)
         if rc != 0:
             raise BackendError(f"llama_decode failed with code {rc}: lower n_seq_max or raise n_ctx")
         decode_end = time.perf_counter() if self.trace is not None else 0.0
@@ -407,10 +388,10 @@ class Scheduler:
         return True
 
     def _cells_in_use(self) -> int:
-        """KV cells holding tokens, estimated: a prefix shared by forked samples (or copied from the cache) once."""
-        cached = sum(len(t) for t in self.cache.values())
-        heads = sum(max(0, j.prefilled - j.cached) for j in self.jobs)
-        return cached + heads + sum(s.generated for j in self.jobs for s in j.samples)
+        """KV cells holding tokens, estimated: a prefix shared by forked samples (or with another running root)
+        once."""
+        heads = sum(max(0, j.prefilled - j.borrowed) for j in self.jobs)
+        return heads + sum(s.generated for j in self.jobs for s in j.samples)
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         b = self.batch

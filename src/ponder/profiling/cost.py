@@ -2,8 +2,8 @@
 
 - FLOPs: 2N per token in the batch (decoded and prefilled) plus attention, 2 * n_layers * d_attn per position
   attended (Kaplan et al. 2020, as compute.py). A decoded token's attention runs over the whole span of
-  llama.cpp's unified KV cache, every cell in use (other sequences' and cached prefixes' cells masked out, not
-  skipped for free), so its positions are the cells in use, not its own context (the calibration grid fits wide
+  llama.cpp's unified KV cache, every cell in use (other sequences' cells masked out, not skipped for
+  free), so its positions are the cells in use, not its own context (the calibration grid fits wide
   steps only so). A prefill chunk, run on an empty cache in the calibration, keeps its own causal positions.
 - Weight bytes: every step reads all the weights once, whatever its width (the batch shares them).
 - KV bytes: each decoded sequence reads its own context's keys and values, each prefill chunk the cells up to its
