@@ -273,9 +273,6 @@ class Scheduler:
                     best = PrefixSource(other.root, n, busy=other.prefilled < len(other.head))
         return best
 
-    def _is_root(self, slot: int) -> bool:
-        return any(j.root == slot for j in self.jobs)
-
     def _start_root(self, job: Job, src: PrefixSource) -> None:
         self.jobs.append(job)  # first, so that _drop can undo whatever follows
         job.root = self.free_slots.pop()
