@@ -214,7 +214,9 @@ def test_the_engine_records_every_step_of_a_real_model() -> None:
     assert all(s.decode_s > 0 and s.sample_s >= 0 and s.other_s >= 0 for s in steps)
     widest = [s for s in steps if s.width == 4]
     assert widest[-1].context_max > widest[0].context_max  # contexts grow as the samples decode
-    assert max(s.kv_cells for s in steps) >= steps[0].prefill_tokens + 4 * 20
+    # the cells each step attended over: the shared prompt once, plus every running sample's own
+    assert [s.kv_cells for s in widest] == [steps[0].prefill_tokens + 4 * (i + 1) for i in range(len(widest))]
+    assert steps[-1].kv_cells == steps[0].prefill_tokens + steps[-1].width * max(g.completion_tokens for g in gens)
     assert not math.isnan(sum(s.seconds for s in steps))
 
 

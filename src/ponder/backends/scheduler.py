@@ -360,6 +360,7 @@ class Scheduler:
             prefill_context = sum(job.prefilled * take + take * (take - 1) // 2 for job, take in chunks)
             prefill_kv = sum(job.prefilled + take for job, take in chunks)
             contexts = [s.pos for s in running]
+            cells = self._cells_in_use() + n  # what this step attended over, with the cells it wrote
         for job, take in chunks:
             job.prefilled += take
             self.stats["prefilled_tokens"] += take
@@ -374,7 +375,7 @@ class Scheduler:
             self.trace.append(StepRecord(
                 start=started, width=len(running), prefill_tokens=sum(t for _, t in chunks),
                 context_sum=sum(contexts), context_max=max(contexts, default=0),
-                prefill_context_sum=prefill_context, prefill_kv_tokens=prefill_kv, kv_cells=self._cells_in_use(),
+                prefill_context_sum=prefill_context, prefill_kv_tokens=prefill_kv, kv_cells=cells,
                 decode_s=decode_end - decode_start,
                 sample_s=end - decode_end, other_s=decode_start - started + self._overhead))
             self._overhead = 0.0
