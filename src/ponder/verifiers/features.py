@@ -87,16 +87,16 @@ def pool_features(answers: Sequence[str | None], mean_logprobs: Sequence[float |
     rivals = set(votes) | set(program_votes)
     out = []
     for i, a in enumerate(answers):
-        mine, theirs = (votes[a], program_votes[a]) if a is not None else (0, 0)
+        own_votes, own_programs = (votes[a], program_votes[a]) if a is not None else (0, 0)
         best_vote = max((votes[b] for b in rivals if b != a), default=0)
         best_program = max((program_votes[b] for b in rivals if b != a), default=0)
         out.append({
-            "vote_share": mine / n,
-            "program_agreement": theirs / len(programs) if programs and a is not None else NAN,
+            "vote_share": own_votes / n,
+            "program_agreement": own_programs / len(programs) if programs and a is not None else NAN,
             "logprob_rank": rank[i] / max(1, n - 1),
             "no_answer": 1.0 if a is None else 0.0,
-            "vote_margin": (mine - best_vote) / n,
-            "program_margin": (theirs - best_program) / len(programs) if programs else NAN,
+            "vote_margin": (own_votes - best_vote) / n,
+            "program_margin": (own_programs - best_program) / len(programs) if programs else NAN,
         })
     return out
 
