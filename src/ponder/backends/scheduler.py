@@ -263,7 +263,8 @@ class Scheduler:
         self.free_slots = sorted(range(self.n_seq_max), reverse=True)
 
     def _best_source(self, job: Job) -> PrefixSource:
-        """The slot whose KV shares the longest prefix with job.head (busy if a root still prefilling wins)."""
+        """The host cache entry or running root sharing the longest prefix with job.head (busy if a root still
+        prefilling wins)."""
         entry, match = self.cache.best(job.head)
         best = PrefixSource(None, match, entry=entry)
         for other in self.jobs:
