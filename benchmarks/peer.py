@@ -1,8 +1,8 @@
 """ponder's engine beside llama.cpp's own server, the peer a user would pick instead: writes
 benchmarks/results/peer.json (ratios per run and their median, ponder's tok/s over llama-server's).
 
-    .venv/bin/python benchmarks/peer.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--reps 3]
-                                        [--max-tokens 256] [--widths 1,8,16]
+    .venv/bin/python benchmarks/peer.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--reps 6]
+                                        [--max-tokens 128] [--widths 1,8,16]
 
 llama-server is the one `ponder models build-server` builds from the llama.cpp vendored in the installed
 llama-cpp-python (never built here: build it first), run twice: as it starts (16 slots of n_ctx / 16 cells each)
@@ -126,8 +126,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
     ap.add_argument("--widths", default="1,8,16")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=6)
+    ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--out", default=str(HERE / "results" / "peer.json"))
     args = ap.parse_args()
     if llama_server.cached() is None:

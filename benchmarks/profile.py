@@ -12,6 +12,9 @@ Per model:
   cached prefix cost  width-1 decode steps with two ~2.7k-token prefixes in the prefix cache against an empty one
                (in llama.cpp's unified KV cache a step's attention spans every cell in use: a prefix parked in KV
                cells slows it; one in the host prefix cache should not);
+  cache copy cost  the engine thread's time copying KV to and from the host prefix cache during a 16-sample
+               request after a ~2.7k-token prompt, as a share of the request's wall time;
+               (--prefix-only measures these prefix figures and the prefixes below again, alone)
   KV cache     (--kv-only) the median decode step at widths 1 and 8 after a ~4k-token prompt, for f16, q8_0 and
                q4_0 KV caches, 2 interleaved runs;
   KV accuracy  (--kv-accuracy) greedy chain of thought on the first --kv-limit GSM8K problems with each KV cache
@@ -144,6 +147,26 @@ async def cached_prefix_cost(model: str, threads: int, reps: int = 2) -> dict[st
             "slowdown": on / off}
 
 
+async def cache_copy_cost(model: str, threads: int, width: int = 16, max_tokens: int = 128) -> dict[str, Any]:
+    """The engine thread's time copying finished sequences' KV to the host prefix cache (and back on a hit) for a
+    request of `width` samples after a ~2.7k-token prompt, against the request's wall time."""
+    from ponder.backends.factory import open_backend
+    from ponder.types import Message, SamplingParams
+
+    backend = open_backend(model, trace=True, n_threads=threads, cache_entries=8)
+    try:
+        msgs = [Message("user", f"{FILLER}\nContinue the text above.")]
+        await backend.generate(msgs, SamplingParams(max_tokens=1, temperature=0.0))  # the prompt, then a hit
+        before, start = backend.stats["cache_copy_seconds"], time.perf_counter()
+        await backend.generate(msgs, SamplingParams(n=width, max_tokens=max_tokens, temperature=0.8, seed=3))
+        seconds, copying = time.perf_counter() - start, backend.stats["cache_copy_seconds"] - before
+        state_bytes = backend._scheduler.cache.state_bytes
+    finally:
+        backend.close()
+    return {"width": width, "max_tokens": max_tokens, "copy_seconds": copying, "request_seconds": seconds,
+            "share": copying / seconds, "cached_state_bytes": state_bytes}
+
+
 async def kv_cache_speed(model: str, threads: int, reps: int = 2) -> dict[str, Any]:
     """Median decode step at widths 1 and 8 after a ~4k-token prompt, per KV cache type, interleaved."""
     from statistics import median
@@ -226,6 +249,8 @@ def main() -> None:
                     "profile.json.")
     ap.add_argument("--kv-accuracy", action="store_true", help="Measure only greedy GSM8K accuracy per KV cache "
                     "type, into the committed profile.json (the default model unless --models names others).")
+    ap.add_argument("--prefix-only", action="store_true", help="Measure only the prefix figures (prefill saved, "
+                    "cached-prefix cost, host-cache copy cost), into the committed profile.json.")
     ap.add_argument("--kv-limit", type=int, default=50, help="GSM8K problems for --kv-accuracy.")
     args = ap.parse_args()
     out = HERE / "results" / "profile.json"
@@ -235,6 +260,15 @@ def main() -> None:
         for model in models:
             result["models"][model]["kv_cache_accuracy"] = kv_accuracy(model, args.threads, args.kv_limit,
                                                                        args.work / "kv-accuracy")
+            write_result(result, out)
+    elif args.prefix_only:
+        result = json.loads(out.read_text())
+        for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+            entry = result["models"][model]
+            entry["prefixes"] = asyncio.run(prefixes(model, args.threads))
+            entry["cached_prefix_cost"] = asyncio.run(cached_prefix_cost(model, args.threads))
+            entry["cache_copy_cost"] = asyncio.run(cache_copy_cost(model, args.threads))
+            entry["prefix_load"] = os.getloadavg()
             write_result(result, out)
     elif args.kv_only:
         result = json.loads(out.read_text())
@@ -253,6 +287,7 @@ def main() -> None:
             entry = {"calibration": calibration(model, args.threads, args.work / model)}
             entry["prefixes"] = asyncio.run(prefixes(model, args.threads))
             entry["cached_prefix_cost"] = asyncio.run(cached_prefix_cost(model, args.threads))
+            entry["cache_copy_cost"] = asyncio.run(cache_copy_cost(model, args.threads))
             entry["seconds"] = time.monotonic() - start
             result["models"][model] = entry
             write_result(result, out)  # a stopped run keeps the models it finished

@@ -119,6 +119,25 @@ def test_missing_model_file_and_bad_settings():
         LlamaCppBackend(TINY, n_seq_max=1)
 
 
+def test_a_q4_0_kv_cache_warns_with_the_measured_collapse():
+    import json
+    import warnings
+
+    pytest.importorskip("llama_cpp")
+    from ponder.backends.llamacpp import Q4_0_KEYS_WARNING, KVCacheWarning, LlamaCppBackend
+
+    with pytest.warns(KVCacheWarning, match="q4_0 KV cache"), pytest.raises(ModelNotFound):
+        LlamaCppBackend("/nonexistent/model.gguf", kv_cache_type="q4_0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ModelNotFound):
+            LlamaCppBackend("/nonexistent/model.gguf", kv_cache_type="q8_0")
+    # The figures the warning quotes are the committed ones.
+    profile = json.loads((Path(__file__).parents[1] / "benchmarks/results/profile.json").read_text())
+    by_type = profile["models"]["qwen2.5-coder-1.5b"]["kv_cache_accuracy"]["by_type"]
+    assert f"from {by_type['f16']['accuracy']:.0%} (f16) to {by_type['q4_0']['accuracy']:.0%}" in Q4_0_KEYS_WARNING
+
+
 # ---- slow: the engine on the tiny model --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def engine():
@@ -315,7 +334,10 @@ def test_cached_prefixes_wait_in_host_memory_not_in_kv_cells(engine):
     assert len(sched.cache) >= 1 and sched.cache.state_bytes > 0
     assert all(L.llama_memory_seq_pos_max(sched.mem, seq) == -1 for seq in range(sched.n_seq_max))
     prefilled, hits = engine.stats["prefilled_tokens"], engine.stats["cache_hits"]
+    copying = engine.stats["cache_copy_seconds"]
+    assert copying > 0  # the saves were timed
     again = run(engine.generate(msgs, SamplingParams(max_tokens=6, seed=2)))[0]
     assert engine.stats["prefilled_tokens"] == prefilled and engine.stats["cache_hits"] == hits + 1
+    assert engine.stats["cache_copy_seconds"] > copying  # and the restore
     assert again.usage.cached_tokens == _prompt_len(engine, msgs) - 1 and again.completion_tokens > 0
     assert all(L.llama_memory_seq_pos_max(sched.mem, seq) == -1 for seq in range(sched.n_seq_max))

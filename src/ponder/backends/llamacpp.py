@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,17 @@ from ponder.extras import require
 from ponder.types import Generation, Message, ModelInfo, SamplerDefaults, SamplingParams
 
 _END = object()
+
+
+class KVCacheWarning(UserWarning):
+    """A KV cache type that is known to break some models' answers."""
+
+
+Q4_0_KEYS_WARNING = (
+    "a q4_0 KV cache rounds every key to 4 bits, and models whose keys carry large outliers (Qwen2.5 among them) "
+    "break under it: on the default qwen2.5-coder-1.5b greedy GSM8K accuracy fell from 56% (f16) to 0% "
+    "(benchmarks/results/profile.json, kv_cache_accuracy). Check your model with `benchmarks/profile.py "
+    "--kv-accuracy --models NAME`, or use q8_0, which kept the accuracy there.")
 
 
 class _AsyncSink:
@@ -87,6 +99,8 @@ class LlamaCppBackend:
         if deterministic and kv != KVCacheType.F16:  # llama.cpp quantises V only with flash attention, which
             raise InvalidParameter("kv_cache_type", kv.value, "deterministic mode turns flash attention off, and "
                                    "llama.cpp needs it for a quantised KV cache: use f16, or drop --deterministic")
+        if kv == KVCacheType.Q4_0:
+            warnings.warn(Q4_0_KEYS_WARNING, KVCacheWarning, stacklevel=2)
         self.kv_cache_type = kv
         """How the KV cache stores its values; compute.py's KV bytes follow it (kv_cache_type.bytes_per_value)."""
         for pname, value in (("n_ctx", n_ctx), ("n_threads", n_threads), ("n_batch", n_batch)):
@@ -273,8 +287,9 @@ class LlamaCppBackend:
                 self._scheduler.cancel(job)
 
     @property
-    def stats(self) -> dict[str, int]:
-        """Engine counters: prefilled_tokens, decoded_tokens, steps, cache_hits (read without locking)."""
+    def stats(self) -> dict[str, float]:
+        """Engine counters: prefilled_tokens, decoded_tokens, steps, cache_hits, and cache_copy_seconds (time
+        copying KV to and from the host prefix cache), read without locking."""
         return dict(self._scheduler.stats)
 
     def clear_cache(self) -> None:
