@@ -142,7 +142,8 @@ def profile_table(p: dict[str, Any]) -> str:
     lines = ["| model | step model: held-out error (median / p90 / worst bucket median) | best achieved (share of "
              "ceiling): bandwidth, FLOP/s | "
              "host share of a width-8 step | prefill saved by the prefix cache (beam / budget forcing) | "
-             "H200, same steps |", "|---|---|---|---|---|---|"]
+             "width-1 step with two 2.7k-token prefixes cached / empty cache | host-cache copies, share of a "
+             "16-sample request | H200, same steps |", "|---|---|---|---|---|---|---|---|"]
     for name, m in p["models"].items():
         c = m["calibration"]
         e = p["step_model_error"][name]
@@ -155,6 +156,8 @@ def profile_table(p: dict[str, Any]) -> str:
             f"{eff['flops'] * mach['flops'] / 1e9:.0f} GFLOP/s ({pct(eff['flops'])}) | "
             f"{pct(c['host_share_by_width'].get('8'))} | "
             f"{pct(pre['beam_search/prefill_saved'])} / {pct(pre['budget_forcing/prefill_saved'])} | "
+            f"{m['cached_prefix_cost']['slowdown']:.2f}x | "
+            + (f"{pct(m['cache_copy_cost']['share'])} | " if "cache_copy_cost" in m else "n/a | ")
             + (f"{h200['tokens_per_second']:.0f} tok/s, bound by {h200['binding']} |" if h200 else "n/a |"))
     return "\n".join(lines)
 

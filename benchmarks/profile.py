@@ -9,9 +9,9 @@ Per model:
                checked on the rest (median and 90th percentile relative error, by width and by context), the
                share of a decode step outside llama_decode (sampling and Python) at each width, and the what-if
                hardware;
-  cached prefix cost  width-1 decode steps with two ~2.7k-token prefixes in the prefix cache against an empty one
-               (in llama.cpp's unified KV cache a step's attention spans every cell in use: a prefix parked in KV
-               cells slows it; one in the host prefix cache should not);
+  cached prefix cost  width-1 decode steps with two ~2.7k-token prefixes in the prefix cache against an empty one,
+               4 runs each going first in turn (in llama.cpp's unified KV cache a step's attention spans every
+               cell in use: a prefix parked in KV cells slows it; one in the host prefix cache should not);
   cache copy cost  the engine thread's time copying KV to and from the host prefix cache during a 16-sample
                request after a ~2.7k-token prompt, as a share of the request's wall time;
                (--prefix-only measures these prefix figures and the prefixes below again, alone)
@@ -117,9 +117,10 @@ async def prefixes(model: str, threads: int) -> dict[str, Any]:
 FILLER = "The quick brown fox jumps over the lazy dog while the river keeps flowing past the mill. " * 150
 
 
-async def cached_prefix_cost(model: str, threads: int, reps: int = 2) -> dict[str, Any]:
-    """Width-1 decode steps with two ~2.7k-token prefixes held in the prefix cache against none (interleaved):
-    in llama.cpp's unified KV cache a step's attention spans the cells in use, cached prefixes included."""
+async def cached_prefix_cost(model: str, threads: int, reps: int = 4) -> dict[str, Any]:
+    """Width-1 decode steps with two ~2.7k-token prefixes held in the prefix cache against none (interleaved, each
+    going first in turn): in llama.cpp's unified KV cache a step's attention spans the cells in use, so a prefix
+    parked there would slow it; one in the host prefix cache should not."""
     from statistics import median
 
     from ponder.backends.factory import open_backend
@@ -127,8 +128,8 @@ async def cached_prefix_cost(model: str, threads: int, reps: int = 2) -> dict[st
 
     ms: dict[str, list[float]] = {"cached_prefixes": [], "empty_cache": []}
     cells: dict[str, int] = {}
-    for _ in range(reps):
-        for key, entries in (("cached_prefixes", 8), ("empty_cache", 0)):
+    for rep in range(reps):
+        for key, entries in (("cached_prefixes", 8), ("empty_cache", 0))[::1 if rep % 2 == 0 else -1]:
             backend = open_backend(model, trace=True, n_threads=threads, cache_entries=entries)
             try:
                 for i in range(2):
