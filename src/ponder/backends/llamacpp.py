@@ -290,7 +290,7 @@ class LlamaCppBackend:
     def stats(self) -> dict[str, float]:
         """Engine counters: prefilled_tokens, decoded_tokens, steps, cache_hits, and cache_copy_seconds (time
         copying KV to and from the host prefix cache), read without locking."""
-        return dict(self._scheduler.stats)
+        return {**self._scheduler.stats, "cache_copy_seconds": self._scheduler.cache.copy_seconds}
 
     def clear_cache(self) -> None:
         """Forget cached prefixes."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ class HostPrefixCache:
         self.ctx, self.mem, self.entries = ctx, mem, entries
         self._lru: OrderedDict[int, CachedPrefix] = OrderedDict()  # least recently used first
         self._ids = itertools.count()
+        self.copy_seconds = 0.0
+        """Time spent copying KV out (save) and back (restore), on the engine thread."""
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -52,9 +55,12 @@ class HostPrefixCache:
         for key, entry in list(self._lru.items()):
             if len(entry.tokens) <= len(tokens) and common_prefix_len(entry.tokens, tokens) == len(entry.tokens):
                 del self._lru[key]  # the new prefix extends it
+        started = time.perf_counter()
         size = L.llama_state_seq_get_size(self.ctx, seq)
         state = (ctypes.c_uint8 * size)()
-        if L.llama_state_seq_get_data(self.ctx, state, size, seq) != size:
+        copied = L.llama_state_seq_get_data(self.ctx, state, size, seq)
+        self.copy_seconds += time.perf_counter() - started
+        if copied != size:
             return  # nothing to keep: a later request prefills
         self._lru[next(self._ids)] = CachedPrefix(tuple(tokens), state)
         while len(self._lru) > self.entries:
@@ -75,7 +81,10 @@ class HostPrefixCache:
         entry = self._lru.get(key)
         if entry is None:
             return False
-        if L.llama_state_seq_set_data(self.ctx, entry.state, len(entry.state), seq) == 0:
+        started = time.perf_counter()
+        restored = L.llama_state_seq_set_data(self.ctx, entry.state, len(entry.state), seq)
+        self.copy_seconds += time.perf_counter() - started
+        if restored == 0:
             L.llama_memory_seq_rm(self.mem, seq, -1, -1)
             return False
         L.llama_memory_seq_rm(self.mem, seq, match, -1)

@@ -157,9 +157,7 @@ class Scheduler:
         self.cache = HostPrefixCache(ctx, self.mem, cache_entries)
         self.waiting: list[Job] = []
         self.jobs: list[Job] = []  # admitted: prefilling, forking or running
-        self.stats: dict[str, float] = {"prefilled_tokens": 0, "decoded_tokens": 0, "steps": 0, "cache_hits": 0,
-                                        "cache_copy_seconds": 0.0}
-        """Counters; cache_copy_seconds is the engine thread's time copying KV to and from the host prefix cache."""
+        self.stats = {"prefilled_tokens": 0, "decoded_tokens": 0, "steps": 0, "cache_hits": 0}
         self._inbox: queue.SimpleQueue[tuple[str, Job | None]] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ponder-llamacpp", daemon=True)
         self._closed = False
@@ -285,9 +283,7 @@ class Scheduler:
             L.llama_memory_seq_cp(self.mem, src.slot, job.root, 0, src.match)
             shared, job.borrowed = True, src.match
         elif src.entry is not None and src.match > 0:
-            started = time.perf_counter()
             shared = self.cache.restore(src.entry, job.root, src.match)
-            self.stats["cache_copy_seconds"] += time.perf_counter() - started
         if shared:
             job.prefilled = job.cached = src.match
             self.stats["cache_hits"] += 1
@@ -326,9 +322,7 @@ class Scheduler:
 
     def _retire(self, slot: int, tokens: list[int]) -> None:
         """Copy a finished sequence's KV to the host prefix cache, and free its slot and cells."""
-        started = time.perf_counter()
         self.cache.save(slot, tokens)
-        self.stats["cache_copy_seconds"] += time.perf_counter() - started
         L.llama_memory_seq_rm(self.mem, slot, -1, -1)
         self.free_slots.append(slot)
 
