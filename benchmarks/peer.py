@@ -14,7 +14,8 @@ repetition, each going first in turn, and each is warmed up once. Each engine ke
 tokens each engine evaluated per request are recorded (llama-server's `timings.prompt_n`, ponder's prefilled tokens).
 tok/s = completion tokens / wall seconds of the request (llama-server's over local HTTP, ponder's in process;
 llama-server's usage counts one choice whatever n is, so its tokens are counted from its choices). The load
-average is recorded before and after.
+average is recorded before and after. ponder's engine runs as it loads by default (llama.cpp's tiled K-quant
+matmul off, backends/ggml_env.py; recorded as `tiled_matmul`); llama-server runs at its own defaults (tiled on).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def compare(model: str, widths: list[int], reps: int, max_tokens: int) -> dict[s
                           f"{row['server_kv_unified']['tok_s']:.1f} ({row['ratio_kv_unified']:.2f})", flush=True)
     finally:
         engine.close()
-    out: dict[str, Any] = {"runs": runs}
+    out: dict[str, Any] = {"runs": runs, "tiled_matmul": engine.tiled_matmul}
     for key, suffix in (("ratio", ""), ("ratio_kv_unified", "_kv_unified")):
         by_width = {str(w): [r[key] for r in runs if r["width"] == w] for w in widths}
         out[f"ratios{suffix}"] = {w: statistics.median(v) for w, v in by_width.items()}

@@ -108,6 +108,25 @@ def test_running_without_a_build_names_the_command(home: Path) -> None:
         pass
 
 
+def test_the_server_starts_without_the_ggml_switches_ponder_set(home: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A llama-server started for comparison runs at its own defaults: GGML_CPU_TILED_MM as ponder's engine set it
+    does not reach it (backends/ggml_env.py)."""
+    from ponder.backends import ggml_env
+
+    monkeypatch.delenv(ggml_env.TILED_MM, raising=False)
+    monkeypatch.setattr(ggml_env, "_set_here", {})
+    ggml_env.use_tiled_matmul(False)
+    fake = tmp_path / "llama-server"
+    fake.write_text(f"#!/bin/sh\nenv > {tmp_path / 'env.txt'}\n")  # records its environment, then exits early
+    fake.chmod(0o755)
+    with pytest.raises(ModelError), llama_server.running(Path("m.gguf"), binary=fake, ready_s=10):
+        pass
+    env = (tmp_path / "env.txt").read_text()
+    assert "PATH=" in env and ggml_env.TILED_MM not in env
+    assert os.environ[ggml_env.TILED_MM] == "0"  # while this process keeps it
+
+
 def test_the_cli_builds_once_and_prints_the_path(home: Path) -> None:
     fake_sdist(home / "downloads")
     result = CliRunner().invoke(app, ["models", "build-server", "-j", "1"])

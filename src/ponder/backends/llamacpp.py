@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ponder.backends.decoding import check_fits
+from ponder.backends.ggml_env import use_tiled_matmul
 from ponder.compute import KVCacheType
 from ponder.errors import BackendError, CorruptModel, InvalidParameter, ModelNotFound
 from ponder.extras import require
@@ -86,6 +87,7 @@ class LlamaCppBackend:
         deterministic: bool = False,
         kv_cache_type: KVCacheType | str = KVCacheType.F16,
         trace: bool = False,
+        tiled_matmul: bool = False,
     ) -> None:
         L = require("llama_cpp", "local")
         from ponder.backends.scheduler import Scheduler
@@ -112,6 +114,9 @@ class LlamaCppBackend:
         self.model = name or self.path.name.removesuffix(".gguf")
         self.sampler_defaults = sampler_defaults or SamplerDefaults()
         """What a request's unset sampler fields become (the catalogue's recommendation for a named model)."""
+        self.tiled_matmul = use_tiled_matmul(tiled_matmul)
+        """Whether llama.cpp's tiled K-quant matmul runs in this process (ggml_env.py: off unless asked for or
+        exported as GGML_CPU_TILED_MM; on this machine it slowed width-8 decode steps)."""
         self._L = L
         self._model, self._ctx = self._load(L, n_ctx, n_threads, n_seq_max, n_batch, verbose, deterministic, kv)
         self._vocab = L.llama_model_get_vocab(self._model)

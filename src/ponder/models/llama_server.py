@@ -33,6 +33,7 @@ from typing import IO
 
 import httpx
 
+from ponder.backends.ggml_env import child_env
 from ponder.errors import ModelError
 from ponder.models import cache
 
@@ -174,7 +175,8 @@ def running(model: Path, *, binary: Path | None = None, n_ctx: int = 4096, paral
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-c", str(n_ctx),
            "-np", str(parallel), "-t", str(threads), "--no-webui", *extra]
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would block the server
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        # the server runs at its own defaults, not with the ggml switches this process set for its engine
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=child_env())
         try:
             wait_ready(proc, f"http://127.0.0.1:{port}/health", log, ready_s)
             yield f"http://127.0.0.1:{port}/v1"
