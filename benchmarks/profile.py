@@ -8,7 +8,8 @@ Per model:
                tokens; 32 new tokens each, one request at a time): the step model fitted on every other step and
                checked on the rest (median and 90th percentile relative error, by width and by context), the
                share of a decode step outside llama_decode (sampling and Python) at each width, and the what-if
-               hardware;
+               hardware (--calibration-only measures it again, alone, after a change to the engine's kernels;
+               `tiled_matmul` records whether llama.cpp's tiled K-quant matmul ran, backends/ggml_env.py);
   cached prefix cost  width-1 decode steps with two ~2.7k-token prefixes in the prefix cache against an empty one,
                4 runs each going first in turn (in llama.cpp's unified KV cache a step's attention spans every
                cell in use: a prefix parked in KV cells slows it; one in the host prefix cache should not);
@@ -39,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ponder.backends import ggml_env
 from ponder.benchmarking import write_result
 
 HERE = Path(__file__).parent
@@ -252,6 +254,8 @@ def main() -> None:
                     "type, into the committed profile.json (the default model unless --models names others).")
     ap.add_argument("--prefix-only", action="store_true", help="Measure only the prefix figures (prefill saved, "
                     "cached-prefix cost, host-cache copy cost), into the committed profile.json.")
+    ap.add_argument("--calibration-only", action="store_true", help="Measure only the calibration grid (step model, "
+                    "host share), into the committed profile.json, after a change to the engine's kernels.")
     ap.add_argument("--kv-limit", type=int, default=50, help="GSM8K problems for --kv-accuracy.")
     args = ap.parse_args()
     out = HERE / "results" / "profile.json"
@@ -271,6 +275,14 @@ def main() -> None:
             entry["cache_copy_cost"] = asyncio.run(cache_copy_cost(model, args.threads))
             entry["prefix_load"] = os.getloadavg()
             write_result(result, out)
+    elif args.calibration_only:
+        result = json.loads(out.read_text())
+        for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+            entry = result["models"][model]
+            entry["calibration"] = calibration(model, args.threads, args.work / model)
+            entry["calibration_load"] = os.getloadavg()
+            entry["tiled_matmul"] = ggml_env.tiled_matmul_in_children()
+            write_result(result, out)
     elif args.kv_only:
         result = json.loads(out.read_text())
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -285,7 +297,8 @@ def main() -> None:
         result = {"benchmark": "profile", "models": {}, "load_before": os.getloadavg()}
         for model in [m.strip() for m in args.models.split(",") if m.strip()]:
             start = time.monotonic()
-            entry = {"calibration": calibration(model, args.threads, args.work / model)}
+            entry = {"calibration": calibration(model, args.threads, args.work / model),
+                     "tiled_matmul": ggml_env.tiled_matmul_in_children()}
             entry["prefixes"] = asyncio.run(prefixes(model, args.threads))
             entry["cached_prefix_cost"] = asyncio.run(cached_prefix_cost(model, args.threads))
             entry["cache_copy_cost"] = asyncio.run(cache_copy_cost(model, args.threads))

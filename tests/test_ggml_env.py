@@ -38,3 +38,9 @@ def test_a_child_process_does_not_inherit_what_ponder_set(fresh: None, monkeypat
     ggml_env.use_tiled_matmul(False)
     env = ggml_env.child_env()
     assert ggml_env.TILED_MM not in env and env["PONDER_SOMETHING_ELSE"] == "kept"
+
+
+def test_a_child_ponder_process_uses_what_it_inherits(fresh: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ggml_env.tiled_matmul_in_children() is False  # unset: off, ponder's default
+    monkeypatch.setenv(ggml_env.TILED_MM, "1")
+    assert ggml_env.tiled_matmul_in_children() is True

@@ -48,3 +48,10 @@ def use_tiled_matmul(enabled: bool) -> bool:
 def child_env() -> dict[str, str]:
     """This process's environment without the variables ponder set (those the user exported stay)."""
     return {k: v for k, v in os.environ.items() if _set_here.get(k) != v}
+
+
+def tiled_matmul_in_children() -> bool:
+    """Whether a ponder engine in a process started from this one (inheriting this environment) uses the tiled
+    matmul by default: the variable as this process has it, else off."""
+    current = os.environ.get(TILED_MM)
+    return current is not None and _atoi(current) != 0
