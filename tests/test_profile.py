@@ -139,12 +139,19 @@ def test_the_profile_document_is_complete_json_and_its_shares_add_up() -> None:
     assert doc["kv_cells"]["peak"] == max(s.kv_cells for s in steps)
     assert len(doc["steps"]) == len(steps) and {"flops", "kv_bytes", "intensity"} <= set(doc["steps"][0])
     assert doc["host_share_by_width"]["4"] == pytest.approx(0.1)  # sample 6% + other 4% of each step
+    copying = replace(steps[1], cache_s=steps[1].seconds)  # a step that also copied out as long as it decoded
+    copied = build_profile([steps[0], copying, *steps[2:]], INFO, KVCacheType.F16, CEILINGS)
+    share = copied["totals"]["share"]
+    assert sum(share.values()) == pytest.approx(1.0) and share["cache_copies"] > 0
+    assert copied["host_share_by_width"][str(copying.width)] < 0.1  # copies are not sampling or Python
     assert doc["what_if"][0]["hardware"] == "h200" and doc["what_if"][0]["usd_per_solved"] is not None
 
 
 def test_steps_that_are_not_step_records_are_refused() -> None:
     good = {k: v for k, v in asdict(_step(1, 10)).items()}
     assert records([good], "x")[0].width == 1
+    older = {k: v for k, v in good.items() if k != "cache_s"}  # written before the host cache's copies were timed
+    assert records([older], "runs/older")[0].cache_s == 0.0
     with pytest.raises(ProfileError, match="not a step record"):
         records([{**good, "extra": 1}], "runs/old")
     with pytest.raises(ProfileError, match="decoded nothing"):
@@ -212,6 +219,8 @@ def test_the_engine_records_every_step_of_a_real_model() -> None:
     assert sum(s.width for s in steps) == sum(g.completion_tokens for g in gens)  # every decoded token, once
     assert max(s.width for s in steps) == 4 and steps[0].prefill_tokens > 0  # the prompt, then 4 samples together
     assert all(s.decode_s > 0 and s.sample_s >= 0 and s.other_s >= 0 for s in steps)
+    # the 4 finished samples copied out to the host prefix cache: timed as cache_s, apart from sampling
+    assert steps[-1].cache_s > 0 and sum(s.cache_s for s in steps) == pytest.approx(backend.stats["cache_copy_seconds"])
     widest = [s for s in steps if s.width == 4]
     assert widest[-1].context_max > widest[0].context_max  # contexts grow as the samples decode
     # the cells each step attended over: the shared prompt once, plus every running sample's own

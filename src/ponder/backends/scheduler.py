@@ -140,6 +140,7 @@ class Scheduler:
         self.trace = trace
         """Where every step is recorded (steptrace.py), or None: no timing at all."""
         self._overhead = 0.0  # scheduler seconds since the last traced step (admitting, forking)
+        self._admit_copies = 0.0  # host prefix cache copies within that time (traced apart from it)
         self._deferred: list[tuple[Job, list[Generation]]] = []
         """Traced only: requests finished by this step, answered once the step is recorded (a caller that takes
         the steps when its request returns then sees every step that served it)."""
@@ -195,9 +196,11 @@ class Scheduler:
                 if self.trace is None:
                     self._admit()
                 else:
-                    start = time.perf_counter()
+                    start, copied = time.perf_counter(), self.cache.copy_seconds
                     self._admit()
-                    self._overhead += time.perf_counter() - start
+                    copies = self.cache.copy_seconds - copied
+                    self._overhead += time.perf_counter() - start - copies
+                    self._admit_copies += copies
                 worked = self._step()
             except Exception as exc:  # a bug or a llama.cpp failure: fail what is in flight, keep serving
                 for job in list(self.jobs):
@@ -370,16 +373,19 @@ class Scheduler:
                 self._advance(s)
             return True
         try:
+            copied = self.cache.copy_seconds
             for s in running:
                 self._advance(s)
             end = time.perf_counter()
+            finish_copies = self.cache.copy_seconds - copied  # finished sequences copied out to the host cache
             self.trace.append(StepRecord(
                 start=started, width=len(running), prefill_tokens=sum(t for _, t in chunks),
                 context_sum=sum(contexts), context_max=max(contexts, default=0),
                 prefill_context_sum=prefill_context, prefill_kv_tokens=prefill_kv, kv_cells=cells,
                 decode_s=decode_end - decode_start,
-                sample_s=end - decode_end, other_s=decode_start - started + self._overhead))
-            self._overhead = 0.0
+                sample_s=end - decode_end - finish_copies, other_s=decode_start - started + self._overhead,
+                cache_s=finish_copies + self._admit_copies))
+            self._overhead = self._admit_copies = 0.0
         finally:
             deferred, self._deferred = self._deferred, []
             for job, results in deferred:

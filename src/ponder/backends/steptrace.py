@@ -8,7 +8,9 @@ trace=True). Times are wall-clock seconds from time.perf_counter on the schedule
 - `sample_s`: choosing every running sequence's next token (llama.cpp's sampler chain, log-probabilities,
   detokenising and stop strings);
 - `other_s`: the rest of the step, and the scheduler's work since the previous step (admitting jobs, forking
-  prefixes, building the batch): Python.
+  prefixes, building the batch): Python;
+- `cache_s`: copying KV to and from the host prefix cache in that time (a finished sequence copied out, a cached
+  prefix copied back), taken out of the two above: it is memory traffic, not sampling or Python.
 
 This module owns the record and its thread-safe log; it ignores what the numbers mean (ponder.profiling).
 """
@@ -42,10 +44,12 @@ class StepRecord:
     decode_s: float
     sample_s: float
     other_s: float
+    cache_s: float = 0.0
+    """0 in steps recorded before ponder timed the host cache's copies (they were then in sample_s and other_s)."""
 
     @property
     def seconds(self) -> float:
-        return self.decode_s + self.sample_s + self.other_s
+        return self.decode_s + self.sample_s + self.other_s + self.cache_s
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,11 +7,13 @@ Fields (every time in seconds, bytes in bytes, rates per second):
   `kv_bytes_per_cell`, `weight_bytes`, `source` (what was profiled);
 - `machine`: the ceilings measured here (`memory_bandwidth`, `flops`, `threads`);
 - `totals`: `steps`, `decoded_tokens`, `prefill_tokens`, `seconds`, and `share`: the fractions of step time spent
-  in `prefill` and `decode` (llama_decode's time, split in mixed steps by FLOPs), `sampling` and `python`;
-- `host_share_by_width`: per decode width, the share of a pure decode step's time outside llama_decode;
+  in `prefill` and `decode` (llama_decode's time, split in mixed steps by FLOPs), `sampling`, `python` and
+  `cache_copies` (KV copied to and from the host prefix cache);
+- `host_share_by_width`: per decode width, the share of a pure decode step's time in sampling and Python (neither
+  llama_decode nor the host cache's copies);
 - `kv_cells`: `peak` and `mean` cells in use over the steps; `width_histogram`: steps per decode width;
 - `steps`: one row per step with what was measured (width, prefill_tokens, context_sum, context_max, kv_cells,
-  seconds, decode_s, sample_s, other_s) and derived (flops, weight_bytes, kv_bytes, intensity, achieved_flops,
+  seconds, decode_s, sample_s, other_s, cache_s) and derived (flops, weight_bytes, kv_bytes, intensity, achieved_flops,
   achieved_bandwidth);
 - `step_model` (predict.py): `constant_s` (weights streamed plus host, per step), `host_s`, `weight_bandwidth`,
   `achieved` (per unit of each term: kv_bytes in B/s, decode_flops, prefill_flops, decode_attention_flops and
@@ -54,8 +56,8 @@ def records(rows: Sequence[Mapping[str, Any]], where: str) -> list[StepRecord]:
     """StepRecords from stored dicts; ProfileError naming `where` if they are not steps."""
     names = {f.name for f in fields(StepRecord)}
     out = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, Mapping) or set(row) != names:
+    for i, row in enumerate(rows):  # steps from before cache_s was recorded are read with it at 0
+        if not isinstance(row, Mapping) or set(row) not in (names, names - {"cache_s"}):
             raise ProfileError(f"{where}: step {i} is not a step record (written by another ponder version?): "
                                "profile a new run")
         out.append(StepRecord(**row))
@@ -95,6 +97,7 @@ def build_profile(steps: Sequence[StepRecord], info: ModelInfo, kv: KVCacheType,
         decode_s += s.decode_s * (1 - share)
     sampling = sum(s.sample_s for s in steps)
     python = sum(s.other_s for s in steps)
+    copies = sum(s.cache_s for s in steps)
     peak_cells = max(s.kv_cells for s in steps)
     rows = []
     for s, c in zip(steps, costs, strict=True):
@@ -115,7 +118,7 @@ def build_profile(steps: Sequence[StepRecord], info: ModelInfo, kv: KVCacheType,
         "machine": asdict(ceilings),
         "totals": {"steps": len(steps), "decoded_tokens": decoded, "prefill_tokens": prefilled, "seconds": total,
                    "share": {"prefill": prefill_s / total, "decode": decode_s / total, "sampling": sampling / total,
-                             "python": python / total}},
+                             "python": python / total, "cache_copies": copies / total}},
         "kv_cells": {"peak": peak_cells, "mean": sum(s.kv_cells for s in steps) / len(steps)},
         "width_histogram": dict(sorted(Counter(s.width for s in steps).items())),
         "steps": rows,
