@@ -12,7 +12,8 @@ from ponder.errors import InvalidParameter
 
 @pytest.fixture
 def fresh(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ggml_env.TILED_MM, raising=False)
+    monkeypatch.setenv(ggml_env.TILED_MM, "")  # so that the variable as it was comes back afterwards
+    monkeypatch.delenv(ggml_env.TILED_MM)
     monkeypatch.setattr(ggml_env, "_set_here", {})
 
 

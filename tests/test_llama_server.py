@@ -114,7 +114,8 @@ def test_the_server_starts_without_the_ggml_switches_ponder_set(home: Path, tmp_
     does not reach it (backends/ggml_env.py)."""
     from ponder.backends import ggml_env
 
-    monkeypatch.delenv(ggml_env.TILED_MM, raising=False)
+    monkeypatch.setenv(ggml_env.TILED_MM, "")  # so that the variable as it was comes back afterwards
+    monkeypatch.delenv(ggml_env.TILED_MM)
     monkeypatch.setattr(ggml_env, "_set_here", {})
     ggml_env.use_tiled_matmul(False)
     fake = tmp_path / "llama-server"
