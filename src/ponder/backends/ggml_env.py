@@ -6,9 +6,9 @@ own defaults). A value the user exported is kept whatever the engine asks for. I
 variable.
 
 Why the tiled matmul is off by default: llama.cpp takes it for K-quant weights whenever a batch has 8 or more
-tokens, and on this project's 2-core AVX-512 machine it made a width-8 decode step of the 1.5B about 25% slower
-than the stock kernels (a bare llama_decode loop, both settings interleaved; benchmarks/results/peer.json has
-the end-to-end effect). It is faster for long prefill batches, which test-time compute spends less on.
+tokens, and on this project's 2-core AVX-512 machine it made width-8 decode steps slower than the stock kernels
+(benchmarks/results/peer.json has the end-to-end effect against llama-server, which keeps it on). It is faster
+for long prefill batches, which test-time compute spends less on.
 """
 
 from __future__ import annotations
