@@ -177,6 +177,19 @@ def peer_table(p: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def tiled_table(t: dict[str, Any]) -> str:
+    """tiled.json: ponder's engine with llama.cpp's tiled matmul off over on (median of alternating runs, range)."""
+    labels = {"prefill": "prefill", "width_1": "decode, width 1", "width_8": "decode, width 8"}
+    lines = ["| model | measure | off tok/s | on tok/s | off / on (range) |", "|---|---|---|---|---|"]
+    for name, m in t["models"].items():
+        for key, label in labels.items():
+            runs = m["ratio_runs"][key]
+            lines.append(f"| {name} | {label} | {m['median_tok_s']['off'][key]:.1f} | "
+                         f"{m['median_tok_s']['on'][key]:.1f} | {m['ratios'][key]:.2f} "
+                         f"({min(runs):.2f}-{max(runs):.2f}) |")
+    return "\n".join(lines)
+
+
 def search_table(s: dict[str, Any]) -> str:
     """search.json: step-level search with the learned step value against best-of-N at the same budget."""
     names = {"beam_search": "beam_search, step value", "particle_filtering": "particle_filtering, step value",
@@ -226,6 +239,8 @@ def blocks() -> dict[str, str]:
         out["profile.json"] = profile_table(load("profile"))
     if (RESULTS / "peer.json").exists():
         out["peer.json"] = peer_table(load("peer"))
+    if (RESULTS / "tiled.json").exists():
+        out["tiled.json"] = tiled_table(load("tiled"))
     return out
 
 

@@ -6,9 +6,9 @@ own defaults). A value the user exported is kept whatever the engine asks for. I
 variable.
 
 Why the tiled matmul is off by default: llama.cpp takes it for K-quant weights whenever a batch has 8 or more
-tokens, and on this project's 2-core AVX-512 machine it made width-8 decode steps slower than the stock kernels
-(benchmarks/results/peer.json has the end-to-end effect against llama-server, which keeps it on). It is faster
-for long prefill batches, which test-time compute spends less on.
+tokens, and on this project's 2-core AVX-512 machine it made the default 1.5B model's decode slower than the
+stock kernels; on the 0.5B it changed decode little and made prefill faster (benchmarks/results/tiled.json;
+peer.json has the effect against llama-server, which keeps it on). Test-time compute spends most on decode.
 """
 
 from __future__ import annotations
