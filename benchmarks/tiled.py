@@ -32,7 +32,7 @@ PROMPT = ("Summarise the following notes in three sentences.\n"
 MEASURES = ("prefill", "width_1", "width_8")
 
 
-async def child(model: str, seed: int) -> dict[str, float]:
+async def child(model: str, seed: int) -> dict[str, Any]:
     from ponder.backends.llamacpp import LlamaCppBackend
     from ponder.models import resolve
     from ponder.types import Message, SamplingParams
@@ -57,7 +57,7 @@ async def child(model: str, seed: int) -> dict[str, float]:
         engine.close()
 
 
-def measure(model: str, tiled: bool, seed: int) -> dict[str, float]:
+def measure(model: str, tiled: bool, seed: int) -> dict[str, Any]:
     env = {**os.environ, "GGML_CPU_TILED_MM": "1" if tiled else "0"}
     proc = subprocess.run([sys.executable, __file__, "--child", model, "--seed", str(seed)], env=env,
                           capture_output=True, text=True, check=False)

@@ -116,7 +116,7 @@ class LlamaCppBackend:
         """What a request's unset sampler fields become (the catalogue's recommendation for a named model)."""
         self.tiled_matmul = use_tiled_matmul(tiled_matmul)
         """Whether llama.cpp's tiled K-quant matmul runs in this process (ggml_env.py: off unless asked for or
-        exported as GGML_CPU_TILED_MM; on this machine it slowed width-8 decode steps)."""
+        exported as GGML_CPU_TILED_MM; on this machine it slowed the 1.5B's decode, benchmarks/results/tiled.json)."""
         self._L = L
         self._model, self._ctx = self._load(L, n_ctx, n_threads, n_seq_max, n_batch, verbose, deterministic, kv)
         self._vocab = L.llama_model_get_vocab(self._model)
