@@ -163,29 +163,37 @@ def profile_table(p: dict[str, Any]) -> str:
 
 
 def peer_table(p: dict[str, Any]) -> str:
-    """peer.json: ponder's tok/s over llama-server's per width (median of interleaved runs, and their range)."""
-    lines = ["| model | width | ponder tok/s | llama-server tok/s | ratio (range) | llama-server --kv-unified tok/s | "
-             "ratio (range) |", "|---|---|---|---|---|---|---|"]
+    """peer.json: ponder's tok/s over llama-server's per width (median of interleaved runs, a bootstrap 95% interval
+    of that median, and the runs' range)."""
+    lines = ["| model | width | ponder tok/s | llama-server tok/s | ratio [95% CI] (range) | llama-server --kv-unified "
+             "tok/s | ratio [95% CI] (range) |", "|---|---|---|---|---|---|---|"]
+
+    def ratio(m: dict[str, Any], suffix: str, w: str) -> str:
+        runs, ci = m[f"ratio_runs{suffix}"][w], m.get(f"ratios_ci{suffix}", {}).get(w)
+        interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+        return f"{m[f'ratios{suffix}'][w]:.2f}{interval} ({min(runs):.2f}-{max(runs):.2f})"
+
     for name, m in p["models"].items():
         tok = m["median_tok_s"]
-        for w, r in m["ratios"].items():
-            runs, uni = m["ratio_runs"][w], m.get("ratio_runs_kv_unified", {}).get(w)
-            unified = (f"{tok['server_kv_unified'][w]:.1f} | {m['ratios_kv_unified'][w]:.2f} "
-                       f"({min(uni):.2f}-{max(uni):.2f}) |" if uni else "n/a | n/a |")
-            lines.append(f"| {name} | {w} | {tok['ponder'][w]:.1f} | {tok['server'][w]:.1f} | {r:.2f} "
-                         f"({min(runs):.2f}-{max(runs):.2f}) | " + unified)
+        for w in m["ratios"]:
+            unified = (f"{tok['server_kv_unified'][w]:.1f} | {ratio(m, '_kv_unified', w)} |"
+                       if "ratio_runs_kv_unified" in m else "n/a | n/a |")
+            lines.append(f"| {name} | {w} | {tok['ponder'][w]:.1f} | {tok['server'][w]:.1f} | {ratio(m, '', w)} | "
+                         + unified)
     return "\n".join(lines)
 
 
 def tiled_table(t: dict[str, Any]) -> str:
-    """tiled.json: ponder's engine with llama.cpp's tiled matmul off over on (median of alternating runs, range)."""
+    """tiled.json: ponder's engine with llama.cpp's tiled matmul off over on (median of alternating runs, a bootstrap
+    95% interval of that median, and the runs' range)."""
     labels = {"prefill": "prefill", "width_1": "decode, width 1", "width_8": "decode, width 8"}
-    lines = ["| model | measure | off tok/s | on tok/s | off / on (range) |", "|---|---|---|---|---|"]
+    lines = ["| model | measure | off tok/s | on tok/s | off / on [95% CI] (range) |", "|---|---|---|---|---|"]
     for name, m in t["models"].items():
         for key, label in labels.items():
-            runs = m["ratio_runs"][key]
+            runs, ci = m["ratio_runs"][key], m.get("ratios_ci", {}).get(key)
+            interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
             lines.append(f"| {name} | {label} | {m['median_tok_s']['off'][key]:.1f} | "
-                         f"{m['median_tok_s']['on'][key]:.1f} | {m['ratios'][key]:.2f} "
+                         f"{m['median_tok_s']['on'][key]:.1f} | {m['ratios'][key]:.2f}{interval} "
                          f"({min(runs):.2f}-{max(runs):.2f}) |")
     return "\n".join(lines)
 
@@ -237,8 +245,9 @@ def blocks() -> dict[str, str]:
         out["open.json"] = open_table(load("open"))
     if (RESULTS / "profile.json").exists():
         out["profile.json"] = profile_table(load("profile"))
-    if (RESULTS / "peer.json").exists():
-        out["peer.json"] = peer_table(load("peer"))
+    for peer in ("peer", "peer_width1"):  # every width, and width 1 alone with more repetitions
+        if (RESULTS / f"{peer}.json").exists():
+            out[f"{peer}.json"] = peer_table(load(peer))
     if (RESULTS / "tiled.json").exists():
         out["tiled.json"] = tiled_table(load("tiled"))
     return out

@@ -1,8 +1,9 @@
 """ponder's engine beside llama.cpp's own server, the peer a user would pick instead: writes
-benchmarks/results/peer.json (ratios per run and their median, ponder's tok/s over llama-server's).
+benchmarks/results/peer.json (ratios per run, their median and a bootstrap 95% interval of it; ponder's tok/s over
+llama-server's).
 
     .venv/bin/python benchmarks/peer.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--reps 6]
-                                        [--max-tokens 128] [--widths 1,8,16]
+                                        [--max-tokens 128] [--widths 1,8,16] [--out PATH] [--summarise]
 
 llama-server is the one `ponder models build-server` builds from the llama.cpp vendored in the installed
 llama-cpp-python (never built here: build it first), run twice: as it starts (16 slots of n_ctx / 16 cells each)
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import statistics
@@ -31,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from ponder.backends.llamacpp import LlamaCppBackend
 from ponder.benchmarking import write_result
+from ponder.experiments.estimators import bootstrap_ci
 from ponder.models import llama_server, resolve
 from ponder.types import Message, SamplingParams
 
@@ -113,14 +117,29 @@ def compare(model: str, widths: list[int], reps: int, max_tokens: int) -> dict[s
                           f"{row['server_kv_unified']['tok_s']:.1f} ({row['ratio_kv_unified']:.2f})", flush=True)
     finally:
         engine.close()
-    out: dict[str, Any] = {"runs": runs, "tiled_matmul": engine.tiled_matmul}
+    return {"runs": runs, "tiled_matmul": engine.tiled_matmul, **summarise(runs)}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per width: the ratios' median, a bootstrap 95% interval of that median over the repetitions (paired: each
+    ratio is one repetition's), the runs themselves, and each engine's median tok/s. Derived from `runs` alone, so
+    `--summarise` can recompute it for a result written before a field was added."""
+    widths = sorted({r["width"] for r in runs})
+    out: dict[str, Any] = {}
     for key, suffix in (("ratio", ""), ("ratio_kv_unified", "_kv_unified")):
         by_width = {str(w): [r[key] for r in runs if r["width"] == w] for w in widths}
         out[f"ratios{suffix}"] = {w: statistics.median(v) for w, v in by_width.items()}
+        out[f"ratios_ci{suffix}"] = {w: list(bootstrap_ci(v, statistic=np.median)) for w, v in by_width.items()}
         out[f"ratio_runs{suffix}"] = by_width
     out["median_tok_s"] = {who: {str(w): statistics.median(r[who]["tok_s"] for r in runs if r["width"] == w)
                                  for w in widths} for who in ("ponder", *SERVERS)}
     return out
+
+
+def headline(result: dict[str, Any]) -> None:
+    """The top-level ratio objects, from the models measured so far."""
+    for key in ("ratios", "ratios_ci", "ratios_kv_unified", "ratios_ci_kv_unified"):
+        result[key] = {m: r[key] for m, r in result["models"].items()}
 
 
 def main() -> None:
@@ -130,7 +149,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--out", default=str(HERE / "results" / "peer.json"))
+    ap.add_argument("--summarise", action="store_true",
+                    help="measure nothing: recompute --out's summaries from the runs it holds")
     args = ap.parse_args()
+    if args.summarise:
+        result = json.loads(Path(args.out).read_text())
+        for m in result["models"].values():
+            m.update(summarise(m["runs"]))
+        headline(result)
+        write_result(result, args.out)
+        return print(result["ratios"], result["ratios_ci"])
     if llama_server.cached() is None:
         raise SystemExit("llama-server is not built: run `ponder models build-server` first (about 25 minutes "
                          "on 2 cores)")
@@ -141,8 +169,7 @@ def main() -> None:
                               "reps": args.reps, "load_before": list(os.getloadavg()), "models": {}}
     for model in args.models.split(","):
         result["models"][model] = compare(model, widths, args.reps, args.max_tokens)
-        result["ratios"] = {m: r["ratios"] for m, r in result["models"].items()}
-        result["ratios_kv_unified"] = {m: r["ratios_kv_unified"] for m, r in result["models"].items()}
+        headline(result)
         write_result(result, args.out)  # a partial result survives an interruption
     result["load_after"] = list(os.getloadavg())
     result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}

@@ -1,6 +1,6 @@
 """What llama.cpp's tiled K-quant matmul does to ponder's engine, on and off: writes benchmarks/results/tiled.json.
 
-    .venv/bin/python benchmarks/tiled.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--reps 4]
+    .venv/bin/python benchmarks/tiled.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--reps 4] [--summarise]
 
 llama.cpp reads GGML_CPU_TILED_MM once per process, so each measurement is a child process with it set to 0 or 1
 (backends/ggml_env.py; ponder's engine loads with 0). A child loads the model and measures, on one engine:
@@ -8,7 +8,7 @@ prefill, a ~1k-token prompt on an empty prefix cache (its prompt tokens over the
 token); then width 1 and width 8, one request of n samples of 64 new tokens on the cached prompt (completion
 tokens over wall seconds). Same prompt, sampler (T 0.8, top_k 40, top_p 0.95, seeded) and threads (2) in both.
 The two settings alternate within each repetition, each going first in turn; `ratios` are off over on, per
-repetition and their median. The load average is recorded before and after.
+repetition, their median and a bootstrap 95% interval of it. The load average is recorded before and after.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 HERE = Path(__file__).parent
 PROMPT = ("Summarise the following notes in three sentences.\n"
@@ -79,8 +81,18 @@ def compare(model: str, reps: int) -> dict[str, Any]:
         row["ratio"] = {m: row["off"][m] / row["on"][m] for m in MEASURES}
         runs.append(row)
         print(model, rep, {m: f"{r:.2f}" for m, r in row["ratio"].items()}, flush=True)
-    return {"runs": runs, "ratios": {m: statistics.median(r["ratio"][m] for r in runs) for m in MEASURES},
-            "ratio_runs": {m: [r["ratio"][m] for r in runs] for m in MEASURES},
+    return {"runs": runs, **summarise(runs)}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per measure: the ratios' median, a bootstrap 95% interval of that median over the repetitions, the runs, and
+    each setting's median tok/s. Derived from `runs` alone (`--summarise` recomputes it for an older result)."""
+    from ponder.experiments.estimators import bootstrap_ci
+
+    ratios = {m: [r["ratio"][m] for r in runs] for m in MEASURES}
+    return {"ratios": {m: statistics.median(v) for m, v in ratios.items()},
+            "ratios_ci": {m: list(bootstrap_ci(v, statistic=np.median)) for m, v in ratios.items()},
+            "ratio_runs": ratios,
             "median_tok_s": {s: {m: statistics.median(r[s][m] for r in runs) for m in MEASURES} for s in ("off", "on")},
             "prompt_tokens": runs[0]["off"]["prompt_tokens"]}
 
@@ -92,7 +104,17 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "tiled.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--summarise", action="store_true",
+                    help="measure nothing: recompute --out's summaries from the runs it holds")
     args = ap.parse_args()
+    if args.summarise:
+        from ponder.benchmarking import write_result
+
+        result = json.loads(Path(args.out).read_text())
+        for m in result["models"].values():
+            m.update(summarise(m["runs"]))
+        write_result(result, args.out)
+        return print({m: (r["ratios"], r["ratios_ci"]) for m, r in result["models"].items()})
     if args.child:
         print(json.dumps(asyncio.run(child(args.child, args.seed))))
         return

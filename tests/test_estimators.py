@@ -103,6 +103,14 @@ def test_bootstrap_ci_is_deterministic_and_brackets_the_mean():
     assert hi20 - lo20 < (hi - lo) / 2
 
 
+def test_a_bootstrap_of_the_median_ignores_an_outlier_that_drags_the_mean():
+    values = [1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01, 0.99, 10.0]  # one run hit by a stall
+    lo, hi = bootstrap_ci(values, seed=0, statistic=np.median)
+    assert 0.98 <= lo <= 1.0 <= hi <= 1.02
+    _, mean_hi = bootstrap_ci(values, seed=0)
+    assert mean_hi > 2.0  # the mean's interval is dragged up by the outlier; the median's is not
+
+
 def test_a_tied_majority_goes_to_the_larger_summed_logprob_as_the_strategy_breaks_it():
     # "a" and "b" tie 1-1 in every 2-subset of {a, b}; b's sample is more confident, so b wins the tie.
     pool = PoolView(("a", "b"), (False, True), mean_logprobs=(-0.9, -0.1))

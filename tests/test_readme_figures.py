@@ -16,7 +16,8 @@ def figures():
 
 
 @pytest.mark.parametrize("name", ["engine.json", "server.json", "ray.json", "quality.json", "verifier.json",
-                                  "profile.json", "search.json", "open.json", "peer.json", "tiled.json"])
+                                  "profile.json", "search.json", "open.json", "peer.json", "peer_width1.json",
+                                  "tiled.json"])
 def test_the_readme_quotes_the_committed_benchmark(name):
     blocks = figures().blocks()
     assert name in blocks, f"benchmarks/results/{name} is missing"

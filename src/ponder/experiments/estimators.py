@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,15 +137,16 @@ def coverage(pool: PoolView, k: int) -> float:
 
 # -- bootstrap over problems --------------------------------------------------------------------------------
 def bootstrap_ci(values: Sequence[float] | np.ndarray, seed: int = 0, resamples: int = 1000,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of per-problem values (NaN = no data for that problem)."""
+                 level: float = 0.95, statistic: Callable[..., np.ndarray] = np.mean) -> tuple[float, float]:
+    """Percentile bootstrap CI of `statistic` (np.mean, or np.median for timings) of per-item values (NaN = no
+    data for that item). `statistic` reduces along `axis`, as numpy's reducers do."""
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
     if x.size == 0:
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, x.size, size=(resamples, x.size))  # [R, P]
-    means = x[idx].mean(axis=1)
+    means = statistic(x[idx], axis=1)
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return (float(lo), float(hi))
