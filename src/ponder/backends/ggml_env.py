@@ -7,8 +7,9 @@ variable.
 
 Why the tiled matmul is off by default: llama.cpp takes it for K-quant weights whenever a batch has 8 or more
 tokens, and on this project's 2-core AVX-512 machine it made the default 1.5B model's decode slower than the
-stock kernels; on the 0.5B it changed decode little and made prefill faster (benchmarks/results/tiled.json;
-peer.json has the effect against llama-server, which keeps it on). Test-time compute spends most on decode.
+stock kernels; on the 0.5B it changed decode little, and on both it made prefill faster
+(benchmarks/results/tiled.json; peer.json has the effect against llama-server, which keeps it on). Test-time
+compute spends most on decode.
 """
 
 from __future__ import annotations
