@@ -1,6 +1,6 @@
 """What llama.cpp's tiled K-quant matmul does to ponder's engine, on and off: writes benchmarks/results/tiled.json.
 
-    .venv/bin/python benchmarks/tiled.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--reps 4] [--summarise]
+    .venv/bin/python benchmarks/tiled.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--reps 8] [--summarise]
 
 llama.cpp reads GGML_CPU_TILED_MM once per process, so each measurement is a child process with it set to 0 or 1
 (backends/ggml_env.py; ponder's engine loads with 0). A child loads the model and measures, on one engine:
@@ -100,7 +100,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
-    ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--out", default=str(HERE / "results" / "tiled.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

@@ -146,7 +146,7 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, seed: int = 0, resamples:
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, x.size, size=(resamples, x.size))  # [R, P]
-    means = statistic(x[idx], axis=1)
+    stats = statistic(x[idx], axis=1)
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
     return (float(lo), float(hi))
