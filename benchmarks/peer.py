@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -36,7 +35,7 @@ import httpx
 import numpy as np
 
 from ponder.backends.llamacpp import LlamaCppBackend
-from ponder.benchmarking import write_result
+from ponder.benchmarking import summarise_again, write_result
 from ponder.experiments.estimators import bootstrap_ci
 from ponder.models import llama_server, resolve
 from ponder.types import Message, SamplingParams
@@ -153,11 +152,7 @@ def main() -> None:
                     help="measure nothing: recompute --out's summaries from the runs it holds")
     args = ap.parse_args()
     if args.summarise:
-        result = json.loads(Path(args.out).read_text())
-        for m in result["models"].values():
-            m.update(summarise(m["runs"]))
-        headline(result)
-        write_result(result, args.out)
+        result = summarise_again(args.out, summarise, headline)
         return print(result["ratios"], result["ratios_ci"])
     if llama_server.cached() is None:
         raise SystemExit("llama-server is not built: run `ponder models build-server` first (about 25 minutes "

@@ -108,12 +108,9 @@ def main() -> None:
                     help="measure nothing: recompute --out's summaries from the runs it holds")
     args = ap.parse_args()
     if args.summarise:
-        from ponder.benchmarking import write_result
+        from ponder.benchmarking import summarise_again
 
-        result = json.loads(Path(args.out).read_text())
-        for m in result["models"].values():
-            m.update(summarise(m["runs"]))
-        write_result(result, args.out)
+        result = summarise_again(args.out, summarise)
         return print({m: (r["ratios"], r["ratios_ci"]) for m, r in result["models"].items()})
     if args.child:
         print(json.dumps(asyncio.run(child(args.child, args.seed))))

@@ -167,3 +167,16 @@ def write_result(result: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     return out
+
+
+def summarise_again(path: str | os.PathLike[str], summarise: Callable[[list[dict[str, Any]]], dict[str, Any]],
+                    headline: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Recompute a written result's per-model summaries from the runs it holds (`summarise(runs)`, then
+    `headline(result)` for any top-level figures) and write it back; nothing is measured."""
+    result = json.loads(Path(path).read_text())
+    for model in result["models"].values():
+        model.update(summarise(model["runs"]))
+    if headline is not None:
+        headline(result)
+    write_result(result, path)
+    return result
